@@ -1,0 +1,106 @@
+"""Checkpoints: self-describing, written atomically, read only through torch's weights_only loader.
+
+A checkpoint is a dict of tensors and plain Python values (see README "Checkpoint format"), so
+`torch.load(weights_only=True)` reads it without allow-listing anything and a file that would need
+arbitrary unpickling, and so could run code, is refused rather than loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist20k.errors import CheckpointError
+
+FORMAT = "mnist20k-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("format", "format_version", "model", "model_state", "config", "epoch", "metrics")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside `path`, then move it over `path` in one step,
+    so a crash mid-write leaves the previous file whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def find_checkpoint(path: Path | str) -> Path:
+    """A checkpoint file, or the checkpoint inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise CheckpointError(f"{path} is a folder without a {CHECKPOINT_NAME}: not a run folder")
+        return path / CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    return path
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Read and check a checkpoint on the CPU; every failure is a CheckpointError that says why."""
+    path = find_checkpoint(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty: not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).split("\n")[0] if "Weights only load failed" not in str(e) else ""
+        raise CheckpointError(
+            f"{path} refused: it holds Python objects that only unsafe unpickling could load "
+            f"(which could run code), so it was not loaded{': ' + reason if reason else ''}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        detail = str(e).split("\n")[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}") from None
+    _check_format(path, ckpt)
+    return ckpt
+
+
+def _check_format(path: Path, ckpt: object) -> None:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not an mnist20k checkpoint")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete mnist20k checkpoint: no {', '.join(missing)}")
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version}, newer than this mnist20k reads "
+            f"({FORMAT_VERSION}); upgrade mnist20k"
+        )
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The network the checkpoint names, with its weights loaded."""
+    from mnist20k.errors import UsageError
+    from mnist20k.model import build_model
+
+    spec = ckpt["model"]
+    try:
+        model = build_model(spec["name"], **spec.get("kwargs", {}))
+        model.load_state_dict(ckpt["model_state"])
+    except (UsageError, TypeError, KeyError, RuntimeError, ValueError) as e:
+        detail = str(e).split("\n")[0]
+        raise CheckpointError(f"checkpoint weights do not fit the model it names ({spec!r}): {detail}") from None
+    return model

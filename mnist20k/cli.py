@@ -1,0 +1,220 @@
+"""The mnist20k command line: thin typer commands that parse options, call the library and render.
+
+torch is imported inside the commands, so `mnist20k --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+try:  # typer vendors click from 0.24 on; before, its errors were click's own
+    from typer.exceptions import TyperException as _CliError
+except ImportError:  # pragma: no cover
+    from click import ClickException as _CliError
+
+from mnist20k import __version__
+from mnist20k.config import RECIPES
+from mnist20k.errors import Mnist20kError, UsageError
+
+app = typer.Typer(
+    help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+DEFAULT = RECIPES["default"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mnist20k {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _fail(error: Mnist20kError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(error.exit_code)
+
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/ (default: $MNIST20K_DATA_DIR, else ~/.cache/mnist20k)."),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps; auto picks the fastest available.")]
+
+
+@app.command()
+def summary(
+    model: Annotated[str, typer.Option(help="Network preset: seed or tiny.")] = "seed",
+) -> None:
+    """Print the network's layer table (torchinfo) and its parameter count against the 20k budget."""
+    from mnist20k.render import print_summary
+
+    try:
+        within_budget = print_summary(model)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    if not within_budget:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs [default: {DEFAULT.epochs}]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Images per step [default: {DEFAULT.batch_size}]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate [default: {DEFAULT.lr}]")] = None,
+    schedule: Annotated[str | None, typer.Option(help=f"onecycle or constant [default: {DEFAULT.schedule}]")] = None,
+    momentum: Annotated[float | None, typer.Option(help=f"SGD momentum [default: {DEFAULT.momentum}]")] = None,
+    nesterov: Annotated[
+        bool | None, typer.Option("--nesterov/--no-nesterov", help=f"[default: {DEFAULT.nesterov}]")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"[default: {DEFAULT.weight_decay}]")] = None,
+    dropout: Annotated[float | None, typer.Option(help=f"Dropout2d rate [default: {DEFAULT.dropout}]")] = None,
+    rotate: Annotated[float | None, typer.Option(help=f"Max rotation, degrees [default: {DEFAULT.rotate}]")] = None,
+    translate: Annotated[float | None, typer.Option(help=f"Max shift, pixels [default: {DEFAULT.translate}]")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help=f"[default: {DEFAULT.label_smoothing}]")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed [default: {DEFAULT.seed}]")] = None,
+    model: Annotated[str | None, typer.Option(help="Network preset: seed or tiny [default: seed]")] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Stop each epoch after N batches (smoke tests) [default: all]")
+    ] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast on CUDA [default: off]")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model [default: off]")
+    ] = None,
+    recipe: Annotated[
+        str, typer.Option(help="Base settings: default, or seed (the seed document's recipe); options override.")
+    ] = "default",
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder [default: runs/<date>_<time>, or the resumed run's]")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this checkpoint or run folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+) -> None:
+    """Train the network; after each epoch, score it on the test set and save a checkpoint."""
+    overrides = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "momentum": momentum,
+        "nesterov": nesterov, "weight_decay": weight_decay, "dropout": dropout, "rotate": rotate,
+        "translate": translate, "label_smoothing": label_smoothing, "seed": seed, "model": model,
+        "max_batches": max_batches, "amp": amp, "compile": compile,
+    }  # fmt: skip
+    from mnist20k.render import TrainView
+
+    try:
+        if resume is not None:
+            config, out = _resume_settings(resume, out, overrides)
+        else:
+            from mnist20k.config import make_config
+            from mnist20k.rundir import new_run_path
+
+            config = make_config(recipe, **overrides)
+            out = out or new_run_path()
+        view = TrainView(config, out, resumed=resume is not None)
+        with _stop_on_sigterm():
+            _run_training(config, view, data_dir, out, device, resume, overwrite)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+
+
+def _resume_settings(resume: Path, out: Path | None, overrides: dict):
+    from mnist20k.checkpoint import find_checkpoint, load_checkpoint
+    from mnist20k.config import from_dict
+
+    given = [k for k, v in overrides.items() if v is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+    path = find_checkpoint(resume)
+    ckpt = load_checkpoint(path)
+    config = from_dict(ckpt["config"])
+    if ckpt["epoch"] >= config.epochs:
+        raise UsageError(f"{path} has finished all {config.epochs} epochs: nothing to resume")
+    return config, out or path.parent
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler so a killed job stops like Ctrl-C does."""
+
+
+class _stop_on_sigterm:
+    def __enter__(self):
+        def handler(signum, frame):
+            raise _Terminated()
+
+        self._previous = signal.signal(signal.SIGTERM, handler)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _run_training(config, view, data_dir, out, device, resume, overwrite) -> None:
+    from mnist20k.train import train as run_training
+
+    view.start()
+    try:
+        metrics = run_training(
+            config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite,
+            on_step=view.step, on_epoch=view.epoch,
+        )  # fmt: skip
+    except (KeyboardInterrupt, _Terminated) as e:
+        view.stop()
+        code = 143 if isinstance(e, _Terminated) else 130
+        typer.echo(view.interrupted_message(), err=True)
+        raise typer.Exit(code) from None
+    finally:
+        view.stop()
+    view.finish(metrics)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    data_dir: DataDir = None,
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1000,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
+    from mnist20k.evaluate import evaluate_checkpoint
+    from mnist20k.render import print_score
+
+    try:
+        if batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        score = evaluate_checkpoint(checkpoint, data_dir=data_dir, device=device, batch_size=batch_size)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    if json_output:
+        typer.echo(json.dumps(score.to_dict()))
+    else:
+        print_score(score, checkpoint)
+
+
+def main() -> None:
+    """Console entry point: click's usage errors become one line on stderr, like every other error."""
+    try:
+        code = app(prog_name="mnist20k", standalone_mode=False)
+    except _CliError as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # the help text was already printed
+            typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

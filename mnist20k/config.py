@@ -1,0 +1,95 @@
+"""Every hyperparameter of a run, in one frozen dataclass, and the named recipes built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from mnist20k.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "seed"  # a name from mnist20k.model.MODELS
+    epochs: int = 20  # full passes over the 60,000 training images
+    batch_size: int = 128  # images per optimizer step
+    lr: float = 0.1  # peak learning rate of the one-cycle schedule (the constant one for "constant")
+    schedule: str = "onecycle"  # "onecycle": warm up, then anneal to ~0 so late epochs settle; or "constant"
+    warmup: float = 0.2  # fraction of all steps spent rising to the peak lr (onecycle only)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum: a little steadier at high lr
+    weight_decay: float = 5e-4  # L2 on every weight; small nets still overfit MNIST's easy digits
+    dropout: float = 0.05  # Dropout2d after every conv block; the seed's 0.15 underfits with a schedule
+    rotate: float = 7.0  # max rotation in degrees, drawn per image (the seed's augmentation)
+    translate: float = 2.0  # max shift in pixels, drawn per image and axis; digits are not always centred
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    seed: int = 1  # seeds weights, dropout, shuffling and augmentation
+    max_batches: int = 0  # stop each epoch after this many batches (0: the whole epoch); smoke tests
+    amp: bool = False  # bfloat16 autocast on CUDA (changes numerics; the default stays float32)
+    compile: bool = False  # torch.compile the model (slow first epoch, faster after)
+
+
+# The seed document's recipe: SGD at a constant 0.02, momentum 0.9, rotation only, dropout 0.15.
+RECIPES: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "seed": TrainConfig(
+        lr=0.02,
+        schedule="constant",
+        nesterov=False,
+        weight_decay=0.0,
+        dropout=0.15,
+        translate=0.0,
+    ),
+}
+
+SCHEDULES = ("onecycle", "constant")
+TRAIN_IMAGES = 60_000
+
+
+def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
+    """The named recipe with every override that is not None applied, checked for sense."""
+    if recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    config = replace(RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None})
+    validate(config)
+    return config
+
+
+def validate(c: TrainConfig) -> None:
+    """Raise UsageError for settings no run can use, before any data is read."""
+    from mnist20k.model import MODELS
+
+    checks = [
+        (c.model in MODELS, f"unknown model {c.model!r}; choose one of: {', '.join(MODELS)}"),
+        (c.epochs >= 1, f"--epochs must be at least 1, got {c.epochs}"),
+        (
+            1 <= c.batch_size <= TRAIN_IMAGES,
+            f"--batch-size must be between 1 and {TRAIN_IMAGES:,}, got {c.batch_size}",
+        ),
+        (_finite(c.lr) and c.lr > 0, f"--lr must be a positive number, got {c.lr}"),
+        (c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+        (0 < c.warmup < 1, f"--warmup must be between 0 and 1, got {c.warmup}"),
+        (0 <= c.momentum < 1, f"--momentum must be in [0, 1), got {c.momentum}"),
+        (_finite(c.weight_decay) and c.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 <= c.dropout < 1, f"--dropout must be in [0, 1), got {c.dropout}"),
+        (0 <= c.rotate <= 180, f"--rotate must be between 0 and 180 degrees, got {c.rotate}"),
+        (0 <= c.translate <= 14, f"--translate must be between 0 and 14 pixels, got {c.translate}"),
+        (0 <= c.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (c.max_batches >= 0, f"--max-batches must be >= 0, got {c.max_batches}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Rebuild a config saved by an earlier version: unknown keys are dropped, missing ones default."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,25 @@
+"""The one exception type for failures a person can fix: the CLI prints its message, no traceback."""
+
+
+class Mnist20kError(Exception):
+    """An expected failure, with a message that says what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(Mnist20kError):
+    """An option or argument no run can use."""
+
+    exit_code = 2
+
+
+class DataError(Mnist20kError):
+    """MNIST files missing, unreadable or malformed."""
+
+
+class CheckpointError(Mnist20kError):
+    """A checkpoint missing, corrupt, unsafe or from an incompatible version."""
+
+
+class TrainingDiverged(Mnist20kError):
+    """The loss stopped being a finite number."""

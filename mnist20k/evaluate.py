@@ -1,0 +1,74 @@
+"""Scoring a model, or a saved checkpoint, on the 10,000 MNIST test images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist20k.data import load_split, normalize
+
+
+@dataclass
+class Score:
+    loss: float  # mean negative log-likelihood per image
+    correct: int
+    total: int
+    confusion: list[list[int]]  # confusion[true][predicted]
+
+    @property
+    def accuracy(self) -> float:
+        """Percent correct."""
+        return 100.0 * self.correct / self.total
+
+    @property
+    def per_class(self) -> list[float]:
+        """Percent correct of each true digit 0-9."""
+        return [100.0 * row[i] / max(1, sum(row)) for i, row in enumerate(self.confusion)]
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "loss": self.loss,
+            "per_class": self.per_class,
+            "confusion": self.confusion,
+        }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Score:
+    """Loss, accuracy and confusion matrix of `model` in eval mode; one host sync at the end."""
+    model.eval()
+    device = images.device
+    loss = torch.zeros((), device=device)
+    confusion = torch.zeros(100, dtype=torch.long, device=device)
+    for i in range(0, len(images), batch_size):
+        x, y = normalize(images[i : i + batch_size]), labels[i : i + batch_size]
+        log_probs = model(x).float()
+        loss += F.nll_loss(log_probs, y, reduction="sum")
+        confusion += torch.bincount(y * 10 + log_probs.argmax(1), minlength=100)
+    matrix = confusion.view(10, 10).cpu()
+    return Score(
+        loss=loss.item() / len(images),
+        correct=int(matrix.trace()),
+        total=len(images),
+        confusion=matrix.tolist(),
+    )
+
+
+def evaluate_checkpoint(
+    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", batch_size: int = 1000
+) -> Score:
+    """Rebuild the network a checkpoint records and score it on the test set."""
+    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+    from mnist20k.device import resolve_device
+
+    dev = resolve_device(device)
+    model = model_from_checkpoint(load_checkpoint(path)).to(dev)
+    images, labels = load_split(data_dir, train=False, device=dev)
+    return evaluate(model, images, labels, batch_size)

@@ -1,0 +1,85 @@
+"""The networks, as named blocks, and a registry of them by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist20k.errors import UsageError
+
+PARAM_BUDGET = 20_000
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 conv without padding or bias -> ReLU -> BatchNorm -> Dropout2d, in the seed's order."""
+
+    def __init__(self, c_in: int, c_out: int, dropout: float):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel_size=3, bias=False),
+            nn.ReLU(),
+            nn.BatchNorm2d(c_out),
+            nn.Dropout2d(dropout),
+        )
+
+
+class SeedNet(nn.Module):
+    """The seed document's CNN; `widths` scales it, so smaller presets keep the same shape.
+
+    widths = (input block, block 1, transition, block 2, block 3, block 4) output channels.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 20, 32, 16, 16), dropout: float = 0.15):
+        super().__init__()
+        c0, c1, t, c2, c3, c4 = widths
+        self.input_block = ConvBlock(1, c0, dropout)  # (B, 1, 28, 28) -> (B, c0, 26, 26)
+        self.block1 = ConvBlock(c0, c1, dropout)  # -> (B, c1, 24, 24)
+        # The 1x1 conv mixes channels cheaply before the pool halves the image.
+        self.transition = nn.Sequential(
+            nn.Conv2d(c1, t, kernel_size=1, bias=False),  # -> (B, t, 24, 24)
+            nn.MaxPool2d(2, 2),  # -> (B, t, 12, 12)
+        )
+        self.block2 = ConvBlock(t, c2, dropout)  # -> (B, c2, 10, 10)
+        self.block3 = ConvBlock(c2, c3, dropout)  # -> (B, c3, 8, 8)
+        self.block4 = ConvBlock(c3, c4, dropout)  # -> (B, c4, 6, 6)
+        self.gap = nn.AvgPool2d(kernel_size=6)  # -> (B, c4, 1, 1)
+        self.head = nn.Conv2d(c4, 10, kernel_size=1, bias=False)  # -> (B, 10, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_block(x)
+        x = self.block1(x)
+        x = self.transition(x)
+        x = self.block2(x)
+        x = self.block3(x)
+        x = self.block4(x)
+        x = self.head(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=-1)  # (B, 10)
+
+
+# name -> (network class, constructor settings); build_model(name) makes one.
+MODELS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
+    "seed": (SeedNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed's table
+    "tiny": (SeedNet, {"widths": (8, 16, 10, 16, 16, 16)}),  # 7,736: the same shape, thinner
+}
+
+
+def model_kwargs(name: str, dropout: float) -> dict:
+    """The constructor settings a checkpoint records, as plain Python values."""
+    _, settings = MODELS[name]
+    return {"widths": list(settings["widths"]), "dropout": dropout}
+
+
+def build_model(name: str = "seed", **kwargs: object) -> nn.Module:
+    """A fresh network by registry name; kwargs override its constructor settings."""
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    cls, settings = MODELS[name]
+    settings = {**settings, **kwargs}
+    settings["widths"] = tuple(settings["widths"])
+    return cls(**settings)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,148 @@
+"""Everything the CLI draws with rich: the summary table, training progress, evaluation tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from mnist20k.config import TrainConfig
+
+console = Console()
+
+
+def print_summary(name: str) -> bool:
+    """The torchinfo table and the budget line; True when the model is within the 20k budget."""
+    import torchinfo
+
+    from mnist20k.model import PARAM_BUDGET, build_model, count_params
+
+    model = build_model(name)
+    stats = torchinfo.summary(
+        model,
+        input_size=(1, 1, 28, 28),
+        col_names=("output_size", "num_params"),
+        row_settings=("var_names",),
+        device="cpu",
+        verbose=0,
+    )
+    print(stats)  # plain print: torchinfo lays out its own fixed-width table
+    total = count_params(model)
+    ok = total <= PARAM_BUDGET
+    verdict = f"{PARAM_BUDGET - total:,} to spare" if ok else f"{total - PARAM_BUDGET:,} OVER"
+    console.print(
+        f"Budget: {total:,} / {PARAM_BUDGET:,} parameters ({verdict})",
+        style="green" if ok else "bold red",
+        highlight=False,
+    )
+    return ok
+
+
+class SpeedColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:6.1f} it/s" if task.speed else "     - it/s", style="cyan")
+
+
+def epoch_line(r: dict, epochs: int) -> str:
+    """One line per epoch, the same on a terminal and in a log file."""
+    return (
+        f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  train_loss {r['train_loss']:.4f}  "
+        f"test_loss {r['test_loss']:.4f}  test_acc {r['test_correct']}/{r['test_total']} "
+        f"({r['test_accuracy']:.2f}%)  lr {r['lr']:.5f}  {r['seconds']:.1f}s"
+    )
+
+
+class TrainView:
+    """Progress bar per epoch, one line per finished epoch, a table at the end."""
+
+    def __init__(self, config: TrainConfig, out: Path, resumed: bool = False):
+        self.config, self.out, self.resumed = config, Path(out), resumed
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            SpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = None
+        self.last_epoch = 0
+
+    def start(self) -> None:
+        c = self.config
+        verb = "resuming" if self.resumed else "training"
+        console.print(
+            f"{verb} {c.model} for {c.epochs} epochs (batch {c.batch_size}, lr {c.lr}, {c.schedule}, "
+            f"seed {c.seed}) -> {self.out}",
+            highlight=False,
+        )
+        self.progress.start()
+
+    def step(self, epoch: int, done: int, total: int, loss: float) -> None:
+        label = f"{epoch}/{self.config.epochs}"
+        if self.task is None:
+            self.task = self.progress.add_task("", total=total, epoch=label, loss="-")
+        self.progress.update(self.task, completed=done, epoch=label, loss=f"{loss:.4f}")
+
+    def epoch(self, record: dict) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        self.last_epoch = record["epoch"]
+        self.progress.console.print(epoch_line(record, self.config.epochs), highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def interrupted_message(self) -> str:
+        if not self.last_epoch and not self.resumed:
+            return "interrupted before the first epoch ended: no checkpoint was written"
+        return f"interrupted: the last completed epoch is saved; resume with: mnist20k train --resume {self.out}"
+
+    def finish(self, metrics: list[dict]) -> None:
+        table = Table(title="epochs", title_justify="left")
+        for col in ("epoch", "train loss", "test loss", "test accuracy", "lr", "seconds"):
+            table.add_column(col, justify="right")
+        for r in metrics:
+            table.add_row(
+                str(r["epoch"]),
+                f"{r['train_loss']:.4f}",
+                f"{r['test_loss']:.4f}",
+                f"{r['test_correct']}/{r['test_total']} ({r['test_accuracy']:.2f}%)",
+                f"{r['lr']:.5f}",
+                f"{r['seconds']:.1f}",
+            )
+        console.print(table)
+        last = metrics[-1]
+        console.print(
+            f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})",
+            highlight=False,
+        )
+        console.print(f"checkpoint: {self.out / 'checkpoint.pt'}", highlight=False)
+
+
+def print_score(score, checkpoint: Path) -> None:
+    console.print(f"checkpoint: {checkpoint}", highlight=False)
+    console.print(
+        f"test loss {score.loss:.4f}  accuracy {score.correct}/{score.total} ({score.accuracy:.2f}%)",
+        highlight=False,
+    )
+    per_class = Table(title="per class", title_justify="left")
+    for col in ("digit", "correct", "images", "accuracy"):
+        per_class.add_column(col, justify="right")
+    for digit, row in enumerate(score.confusion):
+        per_class.add_row(str(digit), str(row[digit]), str(sum(row)), f"{score.per_class[digit]:.2f}%")
+    console.print(per_class)
+    confusion = Table(title="confusion (rows: true digit, columns: predicted)", title_justify="left")
+    confusion.add_column("", justify="right", style="bold")
+    for digit in range(10):
+        confusion.add_column(str(digit), justify="right")
+    for digit, row in enumerate(score.confusion):
+        cells = [f"[green]{n}[/]" if i == digit else (f"[red]{n}[/]" if n else "·") for i, n in enumerate(row)]
+        confusion.add_row(str(digit), *cells)
+    console.print(confusion)

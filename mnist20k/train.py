@@ -1,0 +1,195 @@
+"""The training loop and its learning-rate schedule.
+
+train() reports progress through two callbacks and never prints: the CLI draws the progress bars,
+a notebook or benchmark can pass its own callbacks or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist20k import __version__
+from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from mnist20k.config import TrainConfig, from_dict
+from mnist20k.data import augment, load_split, normalize
+from mnist20k.device import resolve_device
+from mnist20k.errors import CheckpointError, TrainingDiverged
+from mnist20k.evaluate import evaluate
+from mnist20k.model import build_model, model_kwargs
+from mnist20k.rundir import RunDir
+
+StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, loss
+EpochCallback = Callable[[dict], None]  # the epoch's metrics record
+
+REPORT_EVERY_S = 0.25  # progress reports cost a host sync each, so they are rationed by time
+
+
+def make_optimizer(model: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig, total_steps: int):
+    """Stepped once per batch. One-cycle rises to c.lr over the warm-up and then anneals to ~0,
+    which is what keeps the last epochs from wandering (the seed's constant lr ends below its peak)."""
+    if c.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=c.lr,
+        total_steps=total_steps,
+        pct_start=c.warmup,
+        cycle_momentum=False,  # keep c.momentum fixed; one setting fewer to explain
+        div_factor=10.0,  # start at lr / 10
+        final_div_factor=100.0,  # end at lr / 1000
+    )
+
+
+def steps_per_epoch(n_images: int, c: TrainConfig) -> int:
+    steps = math.ceil(n_images / c.batch_size)  # the last, smaller batch is kept, as the seed's loader does
+    return min(steps, c.max_batches) if c.max_batches else steps
+
+
+def train(
+    config: TrainConfig,
+    *,
+    data_dir: Path | str | None = None,
+    out_dir: Path | str | None = None,
+    device: str = "auto",
+    resume: Path | str | None = None,
+    overwrite: bool = False,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[dict]:
+    """Train `config.model` on MNIST and score it on the test set after every epoch.
+
+    Writes checkpoint.pt, metrics.jsonl and config.json into `out_dir` (nothing when it is None).
+    With `resume` (a checkpoint or run folder) the run continues after its last completed epoch,
+    with config, weights, optimizer, schedule and random states as they were.
+    An `out_dir` that already holds a run is refused unless `overwrite`, or unless it is the run
+    being resumed. Returns one metrics record per epoch, the resumed ones included.
+    """
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        config = from_dict(ckpt["config"])
+    dev = resolve_device(device)
+    run = RunDir(out_dir) if out_dir is not None else None
+    if run is not None:
+        same_run = resume is not None and run.checkpoint.resolve() == find_checkpoint(resume).resolve()
+        run.check(overwrite=overwrite or same_run)
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)  # shuffling and augmentation
+    train_x, train_y = load_split(data_dir, train=True, device=dev)
+    test_x, test_y = load_split(data_dir, train=False, device=dev)
+
+    if ckpt is not None:
+        model = model_from_checkpoint(ckpt)
+    else:
+        model = build_model(config.model, **model_kwargs(config.model, config.dropout))
+    model = model.to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # cuDNN's fast layout
+    net = torch.compile(model) if config.compile else model
+    steps = steps_per_epoch(len(train_x), config)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, config.epochs * steps)
+    metrics: list[dict] = []
+    if ckpt is not None:
+        _restore(ckpt, optimizer, scheduler, gen, dev)
+        metrics = list(ckpt["metrics"])
+    if run is not None:
+        run.start(asdict(config), metrics)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and dev.type == "cuda" else contextlib.nullcontext()
+    )
+
+    for epoch in range(len(metrics) + 1, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_x), device=dev, generator=gen)
+        loss_sum = torch.zeros((), device=dev)
+        last_report = t0
+        for step in range(steps):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = augment(train_x[idx].float() / 255, config.rotate, config.translate, gen)
+            x = normalize(x)
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                # The model returns log-probabilities; cross_entropy's log_softmax leaves them as they
+                # are, so this is the seed's NLL loss, with optional label smoothing.
+                loss = F.cross_entropy(net(x).float(), train_y[idx], label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
+                on_step(epoch, step + 1, steps, loss.item())  # note: a host-device sync
+                last_report = time.perf_counter()
+        train_loss = loss_sum.item() / steps
+        if not math.isfinite(train_loss):
+            done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "no checkpoint was written"
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {train_loss}); {done}. Try a lower --lr")
+        score = evaluate(net, test_x, test_y)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "test_loss": score.loss,
+            "test_correct": score.correct,
+            "test_total": score.total,
+            "test_accuracy": score.accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        metrics.append(record)
+        if run is not None:
+            run.save_epoch(_checkpoint_state(model, config, metrics, optimizer, scheduler, gen, dev), record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return metrics
+
+
+def _checkpoint_state(model, config, metrics, optimizer, scheduler, gen, dev) -> dict:
+    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state(), "device": dev.type}
+    if dev.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(dev)
+    return {
+        "mnist20k_version": __version__,
+        "model": {"name": config.model, "kwargs": model_kwargs(config.model, config.dropout)},
+        "model_state": model.state_dict(),
+        "config": asdict(config),
+        "epoch": len(metrics),
+        "metrics": metrics,
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict(),
+        "rng": rng,
+    }
+
+
+def _restore(ckpt: dict, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
+    """Put optimizer, schedule and random states back as they were after the checkpoint's epoch."""
+    try:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        # A generator's state only fits a generator of the same device type; on another device the
+        # run goes on with freshly seeded shuffling and augmentation.
+        if rng["device"] == dev.type:
+            gen.set_state(rng["generator"])
+            if dev.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], dev)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint cannot be resumed: its training state is incomplete ({e})") from None
