@@ -21,7 +21,7 @@ class ConvBlock(nn.Sequential):
             nn.Conv2d(c_in, c_out, kernel_size=3, bias=False),
             nn.ReLU(),
             nn.BatchNorm2d(c_out),
-            nn.Dropout2d(dropout),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),  # Identity: no mask to draw
         )
 
 

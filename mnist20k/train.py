@@ -6,7 +6,6 @@ a notebook or benchmark can pass its own callbacks or none.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -60,6 +59,29 @@ def steps_per_epoch(n_images: int, c: TrainConfig) -> int:
     return min(steps, c.max_batches) if c.max_batches else steps
 
 
+def train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    c: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """One optimizer step on a batch of uint8 images, augmented on their device; returns the loss
+    as a device tensor (reading it is a host sync, so the caller decides when)."""
+    x = normalize(augment(images.float() / 255, c.rotate, c.translate, gen))
+    x = x.contiguous(memory_format=torch.channels_last)
+    autocast = c.amp and x.device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        # The model returns log-probabilities, which log_softmax inside cross_entropy leaves as they
+        # are: this is the seed's NLL loss, with optional label smoothing.
+        loss = F.cross_entropy(net(x).float(), labels, label_smoothing=c.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train(
     config: TrainConfig,
     *,
@@ -97,9 +119,8 @@ def train(
         model = model_from_checkpoint(ckpt)
     else:
         model = build_model(config.model, **model_kwargs(config.model, config.dropout))
-    model = model.to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # cuDNN's fast layout
+    # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
+    model = model.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
     steps = steps_per_epoch(len(train_x), config)
     optimizer = make_optimizer(model, config)
@@ -110,9 +131,6 @@ def train(
         metrics = list(ckpt["metrics"])
     if run is not None:
         run.start(asdict(config), metrics)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and dev.type == "cuda" else contextlib.nullcontext()
-    )
 
     for epoch in range(len(metrics) + 1, config.epochs + 1):
         t0 = time.perf_counter()
@@ -122,19 +140,9 @@ def train(
         last_report = t0
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = augment(train_x[idx].float() / 255, config.rotate, config.translate, gen)
-            x = normalize(x)
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                # The model returns log-probabilities; cross_entropy's log_softmax leaves them as they
-                # are, so this is the seed's NLL loss, with optional label smoothing.
-                loss = F.cross_entropy(net(x).float(), train_y[idx], label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(net, optimizer, train_x[idx], train_y[idx], config, gen)
             scheduler.step()
-            loss_sum += loss.detach()
+            loss_sum += loss
             if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
                 on_step(epoch, step + 1, steps, loss.item())  # note: a host-device sync
                 last_report = time.perf_counter()

@@ -1,0 +1,150 @@
+"""Training throughput of the seed's pipeline and of mnist20k's, side by side in one process.
+
+(a) seed: torchvision MNIST + DataLoader, per-image PIL RandomRotation((-7, 7)), ToTensor, Normalize,
+    batch 128, shuffle, SGD(lr=0.02, momentum=0.9), as the seed document trains.
+(b) mnist20k: the same network and batch size through mnist20k.train's own step: uint8 images held
+    on the device, rotation (and shift) of the whole batch with affine_grid/grid_sample.
+Both time N optimizer steps after a warm-up; also timed: scoring the 10,000 test images.
+
+    python benchmarks/throughput.py --device cpu --steps 100 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mnist20k.config import make_config
+from mnist20k.data import MEAN, STD, load_split
+from mnist20k.device import resolve_device
+from mnist20k.evaluate import evaluate
+from mnist20k.model import build_model, model_kwargs
+from mnist20k.train import make_optimizer, train_step
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def seed_pipeline(data_dir, dev, steps: int, warmup: int, workers: int) -> float:
+    """Images/s of the seed's DataLoader + PIL pipeline."""
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose(
+        [
+            transforms.RandomRotation((-7.0, 7.0), fill=(0,)),
+            transforms.ToTensor(),
+            transforms.Normalize((MEAN,), (STD,)),
+        ]
+    )
+    ds = datasets.MNIST(str(data_dir), train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=128,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    model = build_model("seed").to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    model.train()
+    batches = iter(loader)
+
+    def step():
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        loss = F.nll_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return _time(step, dev, steps, warmup)
+
+
+def mnist20k_pipeline(data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool):
+    """Images/s of mnist20k's own training step, and seconds to score the test set."""
+    config = make_config(amp=amp, compile=compile)
+    train_x, train_y = load_split(data_dir, train=True, device=dev)
+    test_x, test_y = load_split(data_dir, train=False, device=dev)
+    model = build_model(config.model, **model_kwargs(config.model, config.dropout)).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if compile else model
+    optimizer = make_optimizer(model, config)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    model.train()
+
+    def step():
+        idx = torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen)
+        train_step(net, optimizer, train_x[idx], train_y[idx], config, gen)
+
+    images_per_s = _time(step, dev, steps, warmup)
+    evaluate(net, test_x, test_y)  # warm-up
+    sync(dev)
+    t0 = time.perf_counter()
+    evaluate(net, test_x, test_y)
+    sync(dev)
+    return images_per_s, time.perf_counter() - t0
+
+
+def _time(step, dev, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    return steps * 128 / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per pipeline")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed pipeline")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    args = p.parse_args()
+    dev = resolve_device(args.device)
+    data_dir = args.data_dir or os.environ.get("MNIST20K_DATA_DIR")
+    ours, eval_s = mnist20k_pipeline(data_dir, dev, args.steps, args.warmup, args.amp, args.compile)
+    seed = seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)
+    result = {
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "steps": args.steps,
+        "batch_size": 128,
+        "seed_images_per_s": round(seed, 1),
+        "mnist20k_images_per_s": round(ours, 1),
+        "ratio": round(ours / seed, 2),
+        "eval_seconds": round(eval_s, 3),
+        "amp": args.amp,
+        "compile": args.compile,
+        "torch": torch.__version__,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+
+
+if __name__ == "__main__":
+    main()
