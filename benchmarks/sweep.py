@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -60,18 +62,31 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=os.environ.get("MNIST20K_DATA_DIR"))
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
     args = p.parse_args()
 
+    configs = [
+        make_config(args.recipe, model=args.model, epochs=args.epochs, seed=seed, **parse_sets(args.set))
+        for seed in args.seeds
+    ]
     runs = []
-    for seed in args.seeds:
-        config = make_config(args.recipe, model=args.model, epochs=args.epochs, seed=seed, **parse_sets(args.set))
-        t0 = time.perf_counter()
-        metrics = train(config, data_dir=args.data_dir, device=args.device)
-        runs.append({"seed": seed, "seconds": time.perf_counter() - t0, "epochs": metrics})
-        print(f"{args.out.name} seed {seed}: final {metrics[-1]['test_accuracy']:.2f}%", flush=True)
-        write(args, config, runs)  # after every seed, so an interrupted sweep keeps what it finished
+    # Seeds run in parallel processes when --jobs > 1: on a GPU each run is bound by kernel launches
+    # from its one Python thread, so several share the card well.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, c, args.data_dir, args.device) for c in configs]
+        for future in as_completed(futures):
+            run = future.result()
+            runs = sorted([*runs, run], key=lambda r: r["seed"])
+            print(f"{args.out.name} seed {run['seed']}: final {run['epochs'][-1]['test_accuracy']:.2f}%", flush=True)
+            write(args, configs[0], runs)  # after every seed, so an interrupted sweep keeps what it finished
     s = summarize(runs)
     print(f"{args.out.name}: mean {s['mean_final']:.3f} std {s['std_final']:.3f} min {s['min_final']:.2f}", flush=True)
+
+
+def run_seed(config: TrainConfig, data_dir: str | None, device: str) -> dict:
+    t0 = time.perf_counter()
+    metrics = train(config, data_dir=data_dir, device=device)
+    return {"seed": config.seed, "seconds": time.perf_counter() - t0, "epochs": metrics}
 
 
 def write(args: argparse.Namespace, config: TrainConfig, runs: list[dict]) -> None:
