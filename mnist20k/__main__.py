@@ -1,3 +1,3 @@
-from mnist20k.cli import app
+from mnist20k.cli import main
 
-app(prog_name="mnist20k")
+main()

@@ -8,9 +8,9 @@ arbitrary unpickling, and so could run code, is refused rather than loaded.
 from __future__ import annotations
 
 import os
-import pickle
+import re
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,18 +63,26 @@ def load_checkpoint(path: Path | str) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty: not a checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).split("\n")[0] if "Weights only load failed" not in str(e) else ""
-        raise CheckpointError(
-            f"{path} refused: it holds Python objects that only unsafe unpickling could load "
-            f"(which could run code), so it was not loaded{': ' + reason if reason else ''}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        detail = str(e).split("\n")[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}") from None
+        with warnings.catch_warnings():  # the loader warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the loader fails in many ways on foreign bytes; each means "refused"
+        raise CheckpointError(_refusal(path, e)) from None
     _check_format(path, ckpt)
     return ckpt
+
+
+def _refusal(path: Path, error: Exception) -> str:
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if match:
+        return (
+            f"{path} refused: it holds Python objects ({match.group(1)}) that only unsafe unpickling "
+            "could load, which could run code; nothing in it was run"
+        )
+    return (
+        f"{path} is not a readable checkpoint (truncated, corrupt, or not tensors and plain values): "
+        "refused by PyTorch's safe loader; nothing in it was run"
+    )
 
 
 def _check_format(path: Path, ckpt: object) -> None:

@@ -77,7 +77,7 @@ def summary(
 def train(
     epochs: Annotated[int | None, typer.Option(help=f"Epochs [default: {DEFAULT.epochs}]")] = None,
     batch_size: Annotated[int | None, typer.Option(help=f"Images per step [default: {DEFAULT.batch_size}]")] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate [default: {DEFAULT.lr}]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate [default: {DEFAULT.lr}; tiny: 0.1]")] = None,
     schedule: Annotated[str | None, typer.Option(help=f"onecycle or constant [default: {DEFAULT.schedule}]")] = None,
     momentum: Annotated[float | None, typer.Option(help=f"SGD momentum [default: {DEFAULT.momentum}]")] = None,
     nesterov: Annotated[
@@ -134,7 +134,7 @@ def train(
 
 
 def _resume_settings(resume: Path, out: Path | None, overrides: dict):
-    from mnist20k.checkpoint import find_checkpoint, load_checkpoint
+    from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
     from mnist20k.config import from_dict
 
     given = [k for k, v in overrides.items() if v is not None]
@@ -143,6 +143,7 @@ def _resume_settings(resume: Path, out: Path | None, overrides: dict):
         raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
     path = find_checkpoint(resume)
     ckpt = load_checkpoint(path)
+    model_from_checkpoint(ckpt)  # a checkpoint whose weights do not fit is refused before anything else
     config = from_dict(ckpt["config"])
     if ckpt["epoch"] >= config.epochs:
         raise UsageError(f"{path} has finished all {config.epochs} epochs: nothing to resume")

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from mnist20k.config import TrainConfig
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
 
 def print_summary(name: str) -> bool:

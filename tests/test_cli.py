@@ -1,0 +1,170 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnist20k import __version__
+from mnist20k.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"mnist20k {__version__}"
+
+
+def test_summary_shows_the_seed_table_and_budget():
+    result = invoke("summary")
+    assert result.exit_code == 0
+    assert "Total params: 18,448" in result.stdout
+    assert "Budget: 18,448 / 20,000 parameters (1,552 to spare)" in result.stdout
+    for shape, params in [("[1, 32, 24, 24]", "4,608"), ("[1, 32, 10, 10]", "5,760"), ("[1, 10, 1, 1]", "160")]:
+        assert re.search(re.escape(shape) + r"\s+" + params, result.stdout)
+
+
+def test_summary_of_tiny():
+    result = invoke("summary", "--model", "tiny")
+    assert result.exit_code == 0 and "Total params: 7,736" in result.stdout
+
+
+def test_summary_exits_1_for_a_model_over_budget(monkeypatch):
+    from mnist20k import model
+
+    monkeypatch.setitem(model.MODELS, "wide", (model.SeedNet, {"widths": (32, 64, 40, 64, 32, 32)}))
+    result = invoke("summary", "--model", "wide")
+    assert result.exit_code == 1 and "OVER" in result.stdout
+
+
+def test_train_then_eval_agree(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--epochs", 2, "--max-batches", 4, "--device", "cpu", "--data-dir", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    # One line per epoch, also when stdout is not a terminal (as here).
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2  train_loss")
+    assert f"checkpoint: {out / 'checkpoint.pt'}" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 2 and config["max_batches"] == 4
+    last = records[-1]
+    assert f"test_acc {last['test_correct']}/{last['test_total']}" in lines[1]
+
+    result = invoke("eval", out / "checkpoint.pt", "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"accuracy {last['test_correct']}/200" in result.stdout
+    assert "confusion" in result.stdout and "per class" in result.stdout
+
+    result = invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--json")
+    assert result.exit_code == 0
+    score = json.loads(result.stdout)
+    assert score["correct"] == last["test_correct"] and score["total"] == 200
+    assert score["loss"] == pytest.approx(last["test_loss"], rel=1e-5)
+    assert sum(map(sum, score["confusion"])) == 200 and len(score["per_class"]) == 10
+
+
+def test_seed_recipe_is_reachable(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "--recipe", "seed", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lr"], config["schedule"], config["dropout"], config["translate"]) == (0.02, "constant", 0.15, 0)
+    assert config["momentum"] == 0.9 and config["nesterov"] is False and config["weight_decay"] == 0
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; sys.argv = ['mnist20k', '--help']\n"
+        "from mnist20k.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Commands" in out and out.strip().endswith("NO-TORCH")
+
+
+def test_click_usage_errors_are_one_line():
+    result = subprocess.run([sys.executable, "-m", "mnist20k", "train", "--lr", "abc"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "--lr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "-3"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be between 1 and 60,000"),
+        (["--batch-size", "60001"], "--batch-size must be between 1 and 60,000"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "-0.1"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--lr", "inf"], "--lr must be a positive number"),
+        (["--model", "resnet"], "unknown model 'resnet'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--recipe", "magic"], "unknown recipe 'magic'"),
+        (["--schedule", "cosine"], "--schedule must be one of"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        (["--max-batches", "-1"], "--max-batches must be >= 0"),
+    ],
+)
+def test_impossible_train_options(args, text, data_dir, tmp_path):
+    out = tmp_path / "run"
+    one_error_line(invoke("train", *args, "--data-dir", data_dir, "--out", out), 2, text)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu(data_dir, tmp_path):
+    one_error_line(invoke("train", "--device", "cuda", "--data-dir", data_dir, "--out", tmp_path / "r"), 2, "no CUDA")
+    one_error_line(invoke("eval", tmp_path / "x.pt", "--device", "cuda"), 2, "no CUDA")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_where_there_is_none(data_dir, tmp_path):
+    one_error_line(invoke("train", "--device", "mps", "--data-dir", data_dir, "--out", tmp_path / "r"), 2, "MPS")
+
+
+def test_missing_data_names_the_files(tmp_path):
+    result = invoke("train", "--data-dir", tmp_path / "empty", "--out", tmp_path / "run", "--device", "cpu")
+    one_error_line(result, 1, "MNIST is not in")
+    assert "train-images-idx3-ubyte" in result.stderr
+
+
+def test_eval_of_a_missing_checkpoint(tmp_path, data_dir):
+    one_error_line(invoke("eval", tmp_path / "nope.pt", "--data-dir", data_dir), 1, "no such checkpoint")
+
+
+def test_eval_rejects_a_bad_batch_size(tmp_path):
+    one_error_line(invoke("eval", tmp_path / "nope.pt", "--batch-size", "0"), 2, "--batch-size must be at least 1")
+
+
+@pytest.mark.mnist
+def test_short_run_on_real_mnist(real_mnist, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "--epochs", 1, "--max-batches", 60, "--device", "cpu", "--data-dir", real_mnist, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["test_total"] == 10_000 and record["test_accuracy"] > 90.0

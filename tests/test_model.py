@@ -1,0 +1,83 @@
+import pytest
+import torch
+from torch import nn
+
+from mnist20k.errors import UsageError
+from mnist20k.model import PARAM_BUDGET, build_model, count_params
+
+# The seed document's torchsummary table: (layer type, output shape without batch, parameters).
+SEED_TABLE = [
+    ("Conv2d", (16, 26, 26), 144),
+    ("ReLU", (16, 26, 26), 0),
+    ("BatchNorm2d", (16, 26, 26), 32),
+    ("Dropout2d", (16, 26, 26), 0),
+    ("Conv2d", (32, 24, 24), 4608),
+    ("ReLU", (32, 24, 24), 0),
+    ("BatchNorm2d", (32, 24, 24), 64),
+    ("Dropout2d", (32, 24, 24), 0),
+    ("Conv2d", (20, 24, 24), 640),
+    ("MaxPool2d", (20, 12, 12), 0),
+    ("Conv2d", (32, 10, 10), 5760),
+    ("ReLU", (32, 10, 10), 0),
+    ("BatchNorm2d", (32, 10, 10), 64),
+    ("Dropout2d", (32, 10, 10), 0),
+    ("Conv2d", (16, 8, 8), 4608),
+    ("ReLU", (16, 8, 8), 0),
+    ("BatchNorm2d", (16, 8, 8), 32),
+    ("Dropout2d", (16, 8, 8), 0),
+    ("Conv2d", (16, 6, 6), 2304),
+    ("ReLU", (16, 6, 6), 0),
+    ("BatchNorm2d", (16, 6, 6), 32),
+    ("Dropout2d", (16, 6, 6), 0),
+    ("AvgPool2d", (16, 1, 1), 0),
+    ("Conv2d", (10, 1, 1), 160),
+]
+
+
+def layer_table(model: nn.Module) -> list[tuple[str, tuple, int]]:
+    """Every leaf layer in call order with its output shape and parameter count, like torchsummary."""
+    rows = []
+
+    def record(module, inputs, output):
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        rows.append((type(module).__name__, tuple(output.shape[1:]), params))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(record) for m in leaves]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    return rows
+
+
+def test_seed_network_matches_the_seed_table_layer_by_layer():
+    model = build_model("seed")
+    assert layer_table(model) == SEED_TABLE
+    assert count_params(model) == 18_448
+
+
+def test_seed_network_keeps_its_parameters_without_dropout():
+    assert count_params(build_model("seed", dropout=0.0)) == 18_448
+
+
+def test_tiny_is_within_8000_parameters_and_shapes_fit():
+    model = build_model("tiny")
+    assert count_params(model) <= 8_000
+    assert count_params(model) == 7_736
+    assert layer_table(model)[-1] == ("Conv2d", (10, 1, 1), 160)
+
+
+@pytest.mark.parametrize("name", ["seed", "tiny"])
+def test_output_is_log_probabilities(name):
+    model = build_model(name).eval()
+    out = model(torch.rand(4, 1, 28, 28))
+    assert out.shape == (4, 10)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(4))
+    assert count_params(model) < PARAM_BUDGET
+
+
+def test_unknown_model_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown model 'big'"):
+        build_model("big")

@@ -1,0 +1,365 @@
+"""Checkpoints, resume, interrupts, divergence, and every kind of bad input the CLI must refuse cleanly."""
+
+import hashlib
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnist20k.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.data import FILES
+from mnist20k.errors import CheckpointError, TrainingDiverged
+from mnist20k.train import train
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def refused(result, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SHORT = dict(epochs=3, max_batches=3, batch_size=32, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("good") / "run"
+    train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu")
+    return out
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def test_checkpoint_is_self_describing_and_weights_only(good_run):
+    ckpt = torch.load(good_run / "checkpoint.pt", weights_only=True)
+    assert ckpt["format"] == "mnist20k-checkpoint" and ckpt["format_version"] == FORMAT_VERSION
+    assert ckpt["model"] == {"name": "seed", "kwargs": {"widths": [16, 32, 20, 32, 16, 16], "dropout": 0.1}}
+    assert ckpt["config"]["epochs"] == 3 and ckpt["epoch"] == 3 and len(ckpt["metrics"]) == 3
+    assert isinstance(ckpt["mnist20k_version"], str)
+    assert {"optimizer_state", "scheduler_state", "rng"} <= set(ckpt)
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(good_run, tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes((good_run / "checkpoint.pt").read_bytes())
+    before = digest(path)
+
+    def crash(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"epoch": 4})
+    assert digest(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def bad_checkpoints(good_run, tmp_path):
+    """(name, path) of every kind of file that is not a usable checkpoint."""
+    good = good_run / "checkpoint.pt"
+    ckpt = torch.load(good, weights_only=True)
+    cases = {}
+
+    def file(name, data: bytes):
+        cases[name] = tmp_path / f"{name}.pt"
+        cases[name].write_bytes(data)
+
+    cases["missing"] = tmp_path / "missing.pt"
+    cases["folder without checkpoint"] = tmp_path / "empty-folder"
+    cases["folder without checkpoint"].mkdir()
+    file("empty", b"")
+    file("truncated", good.read_bytes()[: good.stat().st_size // 2])
+    file("random bytes", os.urandom(4096))
+    file("text", b"epoch 20: 99.6%\n" * 20)
+    for name, obj in {
+        "plain tensor": torch.zeros(3),
+        "foreign dict": {"state_dict": ckpt["model_state"]},
+        "newer format": {**ckpt, "format_version": FORMAT_VERSION + 1},
+        "weights of another model": {**ckpt, "model": {"name": "tiny", "kwargs": {"dropout": 0.0}}},
+        "unknown model": {**ckpt, "model": {"name": "resnet", "kwargs": {}}},
+        "missing keys": {k: v for k, v in ckpt.items() if k != "model_state"},
+    }.items():
+        cases[name] = tmp_path / f"{name}.pt"
+        torch.save(obj, cases[name])
+    return cases
+
+
+EXPECTED = {
+    "missing": "no such checkpoint",
+    "folder without checkpoint": "without a checkpoint.pt",
+    "empty": "is empty",
+    "truncated": "not a readable checkpoint",
+    "random bytes": "not a readable checkpoint",
+    "text": "not a readable checkpoint",
+    "plain tensor": "not an mnist20k checkpoint",
+    "foreign dict": "not an mnist20k checkpoint",
+    "newer format": "newer than this mnist20k reads",
+    "weights of another model": "do not fit the model",
+    "unknown model": "do not fit the model",
+    "missing keys": "incomplete mnist20k checkpoint",
+}
+
+
+@pytest.mark.parametrize("command", ["eval", "resume"])
+def test_bad_checkpoints_are_refused_with_one_line(command, good_run, data_dir, tmp_path):
+    cases = bad_checkpoints(good_run, tmp_path)
+    assert set(cases) == set(EXPECTED)
+    for name, path in cases.items():
+        before = digest(path) if path.is_file() else None
+        if command == "eval":
+            result = invoke("eval", path, "--data-dir", data_dir, "--device", "cpu")
+        else:
+            result = invoke("train", "--resume", path, "--data-dir", data_dir, "--device", "cpu")
+        try:
+            refused(result, 1, EXPECTED[name])
+        except AssertionError as e:
+            raise AssertionError(f"{command} of {name!r}: {e}") from None
+        if before is not None:
+            assert digest(path) == before, name
+
+
+class Boom:
+    """A pickle that would create a file if unpickling ran it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("as_torch_file", [True, False])
+def test_code_carrying_pickle_never_runs(as_torch_file, tmp_path, data_dir):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"format": "mnist20k-checkpoint", "boom": Boom(marker)}
+    if as_torch_file:
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    refused(invoke("eval", path, "--data-dir", data_dir), 1, "refused")
+    refused(invoke("train", "--resume", path, "--data-dir", data_dir), 1, "refused")
+    assert not marker.exists()
+
+
+# ---- resume -----------------------------------------------------------------------------------
+
+
+class StopAfter:
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, record):
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def without_time(metrics):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in metrics]
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(good_run, data_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu", on_epoch=StopAfter(1))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    metrics = train(make_config(), data_dir=data_dir, out_dir=out, device="cpu", resume=out)
+
+    expected = torch.load(good_run / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert without_time(metrics) == without_time(expected["metrics"])
+    for name, tensor in expected["model_state"].items():
+        assert torch.equal(tensor, resumed["model_state"][name]), name
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert without_time(lines) == without_time(expected["metrics"])
+
+
+def test_cli_resume_continues_in_the_run_folder(data_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu", on_epoch=StopAfter(2))
+    result = invoke("train", "--resume", out, "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "epoch 3/3" in result.stdout and "epoch 1/3" not in result.stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    refused(invoke("train", "--resume", out, "--data-dir", data_dir), 2, "nothing to resume")
+    refused(invoke("train", "--resume", out, "--lr", "0.1", "--data-dir", data_dir), 2, "drop --lr")
+
+
+# ---- interrupts -------------------------------------------------------------------------------
+
+
+def start_cli(data_dir, out, *extra):
+    cmd = [sys.executable, "-m", "mnist20k", "train", "--data-dir", str(data_dir), "--out", str(out)]
+    cmd += ["--device", "cpu", "--epochs", "200", "--max-batches", "2", "--batch-size", "32", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_epoch(proc, n: int = 1) -> None:
+    deadline = time.time() + 120
+    seen = 0
+    while seen < n:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, proc.stderr.read()
+        seen += line.startswith("epoch ")
+        assert time.time() < deadline
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = start_cli(data_dir, out)
+    wait_for_epoch(proc, 2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert f"resume with: mnist20k train --resume {out}" in stderr
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] >= 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) >= ckpt["epoch"]
+
+
+def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = start_cli(data_dir, out)
+    wait_for_epoch(proc, 2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    epoch = load_checkpoint(out)["epoch"]
+    assert epoch >= 2
+    # The run goes on from there; stop it again after one more epoch.
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(), data_dir=data_dir, out_dir=out, device="cpu", resume=out, on_epoch=StopAfter(epoch + 1))
+    assert load_checkpoint(out)["epoch"] == epoch + 1
+
+
+# ---- divergence -------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    import mnist20k.train as training
+
+    real_step, calls = training.train_step, []
+
+    def poisoned(net, optimizer, *args):
+        calls.append(1)
+        loss = real_step(net, optimizer, *args)
+        if len(calls) > SHORT["max_batches"]:  # from epoch 2 on
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.fill_(float("nan"))
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(training, "train_step", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="epoch 1's checkpoint is kept"):
+        training.train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu")
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in ckpt["model_state"].values() if t.is_floating_point())
+
+
+def test_divergence_is_one_line_from_the_cli(data_dir, tmp_path):
+    result = invoke("train", "--lr", "1e30", "--epochs", 1, "--max-batches", 3, "--data-dir", data_dir,
+                    "--out", tmp_path / "run", "--device", "cpu")  # fmt: skip
+    refused(result, 1, "diverged")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+# ---- data folders -----------------------------------------------------------------------------
+
+
+def damage(raw, kind: str) -> None:
+    images, labels = (raw / name for name in FILES[True])
+    if kind == "missing file":
+        labels.unlink()
+    elif kind == "truncated file":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif kind == "wrong magic":
+        labels.write_bytes(struct.pack(">i", 2051) + labels.read_bytes()[4:])
+    elif kind == "wrong dimensions":
+        n = struct.unpack(">i", images.read_bytes()[4:8])[0]
+        images.write_bytes(struct.pack(">4i", 2051, n, 32, 32) + bytes(n * 32 * 32))
+    elif kind == "count mismatch":
+        labels.write_bytes(struct.pack(">2i", 2049, 10) + bytes(10))
+    elif kind == "labels above 9":
+        n = struct.unpack(">i", labels.read_bytes()[4:8])[0]
+        labels.write_bytes(struct.pack(">2i", 2049, n) + bytes([42]) * n)
+
+
+@pytest.mark.parametrize(
+    "kind, text",
+    [
+        ("missing file", "MNIST is not in"),
+        ("truncated file", "truncated or corrupt"),
+        ("wrong magic", "magic number 2051, expected 2049"),
+        ("wrong dimensions", "32x32 images, not 28x28"),
+        ("count mismatch", "has 512 images but train-labels-idx1-ubyte has 10 labels"),
+        ("labels above 9", "labels above 9"),
+    ],
+)
+def test_damaged_data_is_refused_and_left_alone(kind, text, fresh_data_dir, tmp_path):
+    raw = fresh_data_dir / "MNIST" / "raw"
+    damage(raw, kind)
+    before = {p.name: digest(p) for p in raw.iterdir()}
+    refused(invoke("train", "--data-dir", fresh_data_dir, "--out", tmp_path / "run", "--device", "cpu"), 1, text)
+    assert {p.name: digest(p) for p in raw.iterdir()} == before
+
+
+# ---- output folders ---------------------------------------------------------------------------
+
+
+def test_unwritable_output_folder_is_refused_before_training(data_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "run"):
+        refused(invoke("train", "--data-dir", data_dir, "--out", out, "--device", "cpu"), 2, "cannot write")
+    assert blocker.read_text() == "keep me"
+
+
+def test_existing_run_is_kept_unless_overwrite(good_run, data_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint.pt", "metrics.jsonl", "config.json"):
+        (out / name).write_bytes((good_run / name).read_bytes())
+    before = {p.name: digest(p) for p in out.iterdir()}
+    args = ("train", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out, "--device", "cpu")
+    refused(invoke(*args), 2, "already holds a run")
+    assert {p.name: digest(p) for p in out.iterdir()} == before
+    result = invoke(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_library_train_refuses_an_existing_run_too(good_run, data_dir):
+    with pytest.raises(Exception, match="already holds a run"):
+        train(replace(make_config(), epochs=1, max_batches=1), data_dir=data_dir, out_dir=good_run, device="cpu")
