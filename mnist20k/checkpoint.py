@@ -21,6 +21,8 @@ from mnist20k.errors import CheckpointError
 FORMAT = "mnist20k-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 REQUIRED_KEYS = ("format", "format_version", "model", "model_state", "config", "epoch", "metrics")
 
 
@@ -30,6 +32,7 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; a run's files should not be
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -75,27 +75,27 @@ def summary(
 
 @app.command()
 def train(
-    epochs: Annotated[int | None, typer.Option(help=f"Epochs [default: {DEFAULT.epochs}]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Images per step [default: {DEFAULT.batch_size}]")] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate [default: {DEFAULT.lr}; tiny: 0.1]")] = None,
-    schedule: Annotated[str | None, typer.Option(help=f"onecycle or constant [default: {DEFAULT.schedule}]")] = None,
-    momentum: Annotated[float | None, typer.Option(help=f"SGD momentum [default: {DEFAULT.momentum}]")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs (default: {DEFAULT.epochs})")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Images per step (default: {DEFAULT.batch_size})")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate (default: {DEFAULT.lr}; tiny: 0.1)")] = None,
+    schedule: Annotated[str | None, typer.Option(help=f"onecycle or constant (default: {DEFAULT.schedule})")] = None,
+    momentum: Annotated[float | None, typer.Option(help=f"SGD momentum (default: {DEFAULT.momentum})")] = None,
     nesterov: Annotated[
-        bool | None, typer.Option("--nesterov/--no-nesterov", help=f"[default: {DEFAULT.nesterov}]")
+        bool | None, typer.Option("--nesterov/--no-nesterov", help=f"(default: {DEFAULT.nesterov})")
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=f"[default: {DEFAULT.weight_decay}]")] = None,
-    dropout: Annotated[float | None, typer.Option(help=f"Dropout2d rate [default: {DEFAULT.dropout}]")] = None,
-    rotate: Annotated[float | None, typer.Option(help=f"Max rotation, degrees [default: {DEFAULT.rotate}]")] = None,
-    translate: Annotated[float | None, typer.Option(help=f"Max shift, pixels [default: {DEFAULT.translate}]")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help=f"[default: {DEFAULT.label_smoothing}]")] = None,
-    seed: Annotated[int | None, typer.Option(help=f"Random seed [default: {DEFAULT.seed}]")] = None,
-    model: Annotated[str | None, typer.Option(help="Network preset: seed or tiny [default: seed]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"(default: {DEFAULT.weight_decay})")] = None,
+    dropout: Annotated[float | None, typer.Option(help=f"Dropout2d rate (default: {DEFAULT.dropout})")] = None,
+    rotate: Annotated[float | None, typer.Option(help=f"Max rotation, degrees (default: {DEFAULT.rotate})")] = None,
+    translate: Annotated[float | None, typer.Option(help=f"Max shift, pixels (default: {DEFAULT.translate})")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help=f"(default: {DEFAULT.label_smoothing})")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed (default: {DEFAULT.seed})")] = None,
+    model: Annotated[str | None, typer.Option(help="Network preset: seed or tiny (default: seed)")] = None,
     max_batches: Annotated[
-        int | None, typer.Option(help="Stop each epoch after N batches (smoke tests) [default: all]")
+        int | None, typer.Option(help="Stop each epoch after N batches (smoke tests) (default: all)")
     ] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast on CUDA [default: off]")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast on CUDA (default: off)")] = None,
     compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model [default: off]")
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: off)")
     ] = None,
     recipe: Annotated[
         str, typer.Option(help="Base settings: default, or seed (the seed document's recipe); options override.")
@@ -103,7 +103,7 @@ def train(
     device: Device = "auto",
     data_dir: DataDir = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run folder [default: runs/<date>_<time>, or the resumed run's]")
+        Path | None, typer.Option(help="Run folder (default: runs/<date>_<time>, or the resumed run's)")
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this checkpoint or run folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
@@ -181,7 +181,9 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite) -> Non
         raise typer.Exit(code) from None
     finally:
         view.stop()
-    view.finish(metrics)
+    from mnist20k.plots import save_curves
+
+    view.finish(metrics, curves=save_curves(metrics, Path(out) / "curves.png"))
 
 
 @app.command("eval")
@@ -191,21 +193,82 @@ def evaluate(
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1000,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    errors: Annotated[
+        Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
+    ] = None,
+    errors_limit: Annotated[int, typer.Option(help="At most this many tiles in --errors.")] = 100,
 ) -> None:
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
-    from mnist20k.evaluate import evaluate_checkpoint
-    from mnist20k.render import print_score
+    from mnist20k.evaluate import evaluate as score_model
+    from mnist20k.evaluate import find_mistakes, load_for_eval, save_mistake_grid
+    from mnist20k.render import print_mistakes, print_score
 
     try:
         if batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-        score = evaluate_checkpoint(checkpoint, data_dir=data_dir, device=device, batch_size=batch_size)
+        if errors_limit < 1:
+            raise UsageError(f"--errors-limit must be at least 1, got {errors_limit}")
+        if errors is not None and errors.suffix.lower() != ".png":
+            raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
+        model, images, labels = load_for_eval(checkpoint, data_dir, device)
+        score = score_model(model, images, labels, batch_size)
+        mistakes = []
+        if errors is not None:
+            mistakes = find_mistakes(model, images, labels, errors_limit, batch_size)
+            if mistakes:
+                save_mistake_grid(images, mistakes, errors)
+    except OSError as e:
+        raise _fail(UsageError(f"cannot write {errors}: {e.strerror or e}")) from None
     except Mnist20kError as e:
         raise _fail(e) from None
     if json_output:
-        typer.echo(json.dumps(score.to_dict()))
-    else:
-        print_score(score, checkpoint)
+        result = score.to_dict()
+        if errors is not None:
+            result["errors"] = [vars(m) for m in mistakes]
+        typer.echo(json.dumps(result))
+        return
+    print_score(score, checkpoint)
+    if errors is not None:
+        print_mistakes(mistakes, errors)
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
+    device: Device = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
+) -> None:
+    """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""
+    import torch
+
+    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+    from mnist20k.device import resolve_device
+    from mnist20k.predict import predict as classify
+    from mnist20k.predict import read_digit
+    from mnist20k.render import print_predictions
+
+    try:
+        dev = resolve_device(device)
+        model = model_from_checkpoint(load_checkpoint(checkpoint)).to(dev)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    digits, paths, failed = [], [], 0
+    for path in images:
+        try:
+            digits.append(read_digit(path))
+            paths.append(str(path))
+        except Mnist20kError as e:
+            typer.echo(f"error: {e}", err=True)
+            failed += 1
+    predictions = classify(model, torch.stack(digits).to(dev), paths) if digits else []
+    if json_output:
+        for p in predictions:
+            typer.echo(json.dumps(p.to_dict()))
+    elif predictions:
+        print_predictions(predictions)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

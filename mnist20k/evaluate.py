@@ -61,14 +61,55 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     )
 
 
-def evaluate_checkpoint(
-    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", batch_size: int = 1000
-) -> Score:
-    """Rebuild the network a checkpoint records and score it on the test set."""
+def load_for_eval(
+    path: Path | str, data_dir: Path | str | None = None, device: str = "auto"
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The network a checkpoint records, with its weights, and the test set, on one device."""
     from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
     from mnist20k.device import resolve_device
 
     dev = resolve_device(device)
     model = model_from_checkpoint(load_checkpoint(path)).to(dev)
     images, labels = load_split(data_dir, train=False, device=dev)
-    return evaluate(model, images, labels, batch_size)
+    return model, images, labels
+
+
+def evaluate_checkpoint(
+    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", batch_size: int = 1000
+) -> Score:
+    """Rebuild the network a checkpoint records and score it on the test set."""
+    return evaluate(*load_for_eval(path, data_dir, device), batch_size)
+
+
+@dataclass
+class Mistake:
+    index: int  # position in the test set
+    label: int
+    predicted: int
+    confidence: float  # probability the model gave its wrong answer
+
+
+@torch.no_grad()
+def find_mistakes(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, limit: int, batch_size: int = 1000
+) -> list[Mistake]:
+    """The misclassified test images, most confidently wrong first, at most `limit` of them."""
+    model.eval()
+    probs = torch.cat(
+        [model(normalize(images[i : i + batch_size])).float().exp() for i in range(0, len(images), batch_size)]
+    )
+    confidence, predicted = probs.max(1)
+    wrong = torch.nonzero(predicted != labels).flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)][:limit].tolist()
+    return [Mistake(i, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in wrong]
+
+
+def save_mistake_grid(images: torch.Tensor, mistakes: list[Mistake], path: Path | str, per_row: int = 10) -> None:
+    """The misread digits as one PNG, tiles in the order of `mistakes`, row by row."""
+    from torchvision.utils import save_image
+
+    from mnist20k.checkpoint import atomic_write
+
+    tiles = images[[m.index for m in mistakes]].float().cpu() / 255  # (N, 1, 28, 28)
+    tiles = F.interpolate(tiles, scale_factor=2, mode="nearest")  # big enough to see
+    atomic_write(Path(path), lambda f: save_image(tiles, f, format="png", nrow=per_row, padding=2, pad_value=0.5))

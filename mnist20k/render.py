@@ -104,7 +104,7 @@ class TrainView:
             return "interrupted before the first epoch ended: no checkpoint was written"
         return f"interrupted: the last completed epoch is saved; resume with: mnist20k train --resume {self.out}"
 
-    def finish(self, metrics: list[dict]) -> None:
+    def finish(self, metrics: list[dict], curves: bool) -> None:
         table = Table(title="epochs", title_justify="left")
         for col in ("epoch", "train loss", "test loss", "test accuracy", "lr", "seconds"):
             table.add_column(col, justify="right")
@@ -123,7 +123,46 @@ class TrainView:
             f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})",
             highlight=False,
         )
+        accuracies = [r["test_accuracy"] for r in metrics]
+        console.print(
+            f"test accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%",
+            highlight=False,
+        )
         console.print(f"checkpoint: {self.out / 'checkpoint.pt'}", highlight=False)
+        if curves:
+            console.print(f"curves: {self.out / 'curves.png'}", highlight=False)
+        else:
+            console.print("curves.png skipped: it needs matplotlib (pip install 'mnist20k[plot]')", highlight=False)
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, from the lowest (▁) to the highest (█)."""
+    blocks = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(blocks[round((v - lo) / span * (len(blocks) - 1))] for v in values)
+
+
+def print_mistakes(mistakes: list, path: Path) -> None:
+    if not mistakes:
+        console.print("no test digit was misread: no picture written", highlight=False)
+        return
+    table = Table(title=f"misread digits in {path}, row by row, 10 per row", title_justify="left")
+    for col in ("tile", "test index", "true", "predicted", "confidence"):
+        table.add_column(col, justify="right")
+    for tile, m in enumerate(mistakes):
+        table.add_row(str(tile), str(m.index), str(m.label), str(m.predicted), f"{m.confidence:.1%}")
+    console.print(table)
+
+
+def print_predictions(predictions: list) -> None:
+    table = Table(title_justify="left")
+    for col, justify in (("file", "left"), ("digit", "right"), ("top 3", "left")):
+        table.add_column(col, justify=justify)
+    for p in predictions:
+        top3 = "  ".join(f"{d}: {prob:.1%}" for d, prob in p.top3)
+        table.add_row(p.path, f"[bold]{p.digit}[/]", top3)
+    console.print(table)
 
 
 def print_score(score, checkpoint: Path) -> None:
