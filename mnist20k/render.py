@@ -14,6 +14,11 @@ from mnist20k.config import TrainConfig
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
 
+def say(text: str, style: str | None = None) -> None:
+    """A plain line: no markup, so paths with [brackets] print as they are."""
+    console.print(text, style=style, markup=False, highlight=False)
+
+
 def print_summary(name: str) -> bool:
     """The torchinfo table and the budget line; True when the model is within the 20k budget."""
     import torchinfo
@@ -33,11 +38,7 @@ def print_summary(name: str) -> bool:
     total = count_params(model)
     ok = total <= PARAM_BUDGET
     verdict = f"{PARAM_BUDGET - total:,} to spare" if ok else f"{total - PARAM_BUDGET:,} OVER"
-    console.print(
-        f"Budget: {total:,} / {PARAM_BUDGET:,} parameters ({verdict})",
-        style="green" if ok else "bold red",
-        highlight=False,
-    )
+    say(f"Budget: {total:,} / {PARAM_BUDGET:,} parameters ({verdict})", style="green" if ok else "bold red")
     return ok
 
 
@@ -76,10 +77,9 @@ class TrainView:
     def start(self) -> None:
         c = self.config
         verb = "resuming" if self.resumed else "training"
-        console.print(
+        say(
             f"{verb} {c.model} for {c.epochs} epochs (batch {c.batch_size}, lr {c.lr}, {c.schedule}, "
-            f"seed {c.seed}) -> {self.out}",
-            highlight=False,
+            f"seed {c.seed}) -> {self.out}"
         )
         self.progress.start()
 
@@ -94,7 +94,7 @@ class TrainView:
             self.progress.remove_task(self.task)
             self.task = None
         self.last_epoch = record["epoch"]
-        self.progress.console.print(epoch_line(record, self.config.epochs), highlight=False, soft_wrap=True)
+        say(epoch_line(record, self.config.epochs))  # printed above the live progress bar
 
     def stop(self) -> None:
         self.progress.stop()
@@ -119,20 +119,14 @@ class TrainView:
             )
         console.print(table)
         last = metrics[-1]
-        console.print(
-            f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})",
-            highlight=False,
-        )
+        say(f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})")
         accuracies = [r["test_accuracy"] for r in metrics]
-        console.print(
-            f"test accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%",
-            highlight=False,
-        )
-        console.print(f"checkpoint: {self.out / 'checkpoint.pt'}", highlight=False)
+        say(f"test accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%")
+        say(f"checkpoint: {self.out / 'checkpoint.pt'}")
         if curves:
-            console.print(f"curves: {self.out / 'curves.png'}", highlight=False)
+            say(f"curves: {self.out / 'curves.png'}")
         else:
-            console.print("curves.png skipped: it needs matplotlib (pip install 'mnist20k[plot]')", highlight=False)
+            say("curves.png skipped: it needs matplotlib (pip install 'mnist20k[plot]')")
 
 
 def sparkline(values: list[float]) -> str:
@@ -145,7 +139,7 @@ def sparkline(values: list[float]) -> str:
 
 def print_mistakes(mistakes: list, path: Path) -> None:
     if not mistakes:
-        console.print("no test digit was misread: no picture written", highlight=False)
+        say("no test digit was misread: no picture written")
         return
     table = Table(title=f"misread digits in {path}, row by row, 10 per row", title_justify="left")
     for col in ("tile", "test index", "true", "predicted", "confidence"):
@@ -157,8 +151,9 @@ def print_mistakes(mistakes: list, path: Path) -> None:
 
 def print_predictions(predictions: list) -> None:
     table = Table(title_justify="left")
-    for col, justify in (("file", "left"), ("digit", "right"), ("top 3", "left")):
-        table.add_column(col, justify=justify)
+    table.add_column("file", overflow="fold")
+    table.add_column("digit", justify="right")
+    table.add_column("top 3")
     for p in predictions:
         top3 = "  ".join(f"{d}: {prob:.1%}" for d, prob in p.top3)
         table.add_row(p.path, f"[bold]{p.digit}[/]", top3)
@@ -166,11 +161,8 @@ def print_predictions(predictions: list) -> None:
 
 
 def print_score(score, checkpoint: Path) -> None:
-    console.print(f"checkpoint: {checkpoint}", highlight=False)
-    console.print(
-        f"test loss {score.loss:.4f}  accuracy {score.correct}/{score.total} ({score.accuracy:.2f}%)",
-        highlight=False,
-    )
+    say(f"checkpoint: {checkpoint}")
+    say(f"test loss {score.loss:.4f}  accuracy {score.correct}/{score.total} ({score.accuracy:.2f}%)")
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "images", "accuracy"):
         per_class.add_column(col, justify="right")

@@ -1,0 +1,176 @@
+"""predict on your own images, the --errors grid, curves.png and the sparkline."""
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_image, encode_jpeg, write_png
+from typer.testing import CliRunner
+
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.data import load_split
+from mnist20k.predict import read_digit
+from mnist20k.render import sparkline
+from mnist20k.train import train
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def seven() -> torch.Tensor:
+    """A 28x28 '7' prepared as MNIST digits are: ink bright, inside 20x20, centred by mass."""
+    x = torch.zeros(28, 28)
+    x[5:8, 6:22] = 1.0  # the bar
+    for r in range(8, 25):  # the stem, leaning left as it goes down
+        c = 20 - (r - 8) // 2
+        x[r, c - 1 : c + 2] = 1.0
+    mass = x.sum()
+    cy = (x.sum(1) * torch.arange(28)).sum() / mass
+    cx = (x.sum(0) * torch.arange(28)).sum() / mass
+    return x.roll((round(13.5 - cy.item()), round(13.5 - cx.item())), dims=(0, 1))
+
+
+def photo(digit: torch.Tensor, scale: int = 5, ink_dark: bool = True) -> torch.Tensor:
+    """The digit scaled up, off-centre on a larger sheet: what a phone or scanner gives."""
+    big = F.interpolate(digit[None, None], scale_factor=scale, mode="bilinear")[0, 0]
+    sheet = torch.zeros(40 + big.shape[0], 120 + big.shape[1])
+    sheet[10 : 10 + big.shape[0], 100 : 100 + big.shape[1]] = big
+    sheet = (sheet * 255).round()
+    return (255 - sheet if ink_dark else sheet).to(torch.uint8)
+
+
+@pytest.mark.parametrize("ink_dark", [True, False])
+def test_read_digit_undoes_scale_offset_and_colours(tmp_path, ink_dark):
+    original = seven()
+    path = tmp_path / "seven.png"
+    write_png(photo(original, ink_dark=ink_dark)[None], str(path))
+    restored = read_digit(path)
+    assert restored.shape == (28, 28)
+    assert restored.min() >= 0 and restored.max() == pytest.approx(1.0, abs=0.02)
+    # The same strokes in the same place: the two images nearly coincide.
+    cosine = F.cosine_similarity(restored.flatten(), original.flatten(), dim=0)
+    assert cosine > 0.85
+    # Fits in 20x20 and has its centre of mass at the centre.
+    rows, cols = torch.nonzero(restored > 0.25, as_tuple=True)
+    assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21
+    mass = restored.sum()
+    cy = (restored.sum(1) * torch.arange(28)).sum() / mass
+    cx = (restored.sum(0) * torch.arange(28)).sum() / mass
+    assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1
+
+
+def test_read_digit_accepts_colour_jpeg(tmp_path):
+    rgb = photo(seven())[None].repeat(3, 1, 1)
+    rgb[0] = rgb[0] // 2 + 100  # tinted paper, still lighter than the ink
+    path = tmp_path / "seven.jpg"
+    path.write_bytes(bytes(encode_jpeg(rgb).tolist()))
+    cosine = F.cosine_similarity(read_digit(path).flatten(), seven().flatten(), dim=0)
+    assert cosine > 0.8
+
+
+@pytest.fixture(scope="module")
+def mnist_model(tmp_path_factory):
+    import os
+
+    if not os.environ.get("MNIST20K_DATA_DIR"):
+        pytest.skip("needs real MNIST: set MNIST20K_DATA_DIR to a folder holding MNIST/raw/")
+    out = tmp_path_factory.mktemp("mnist") / "run"
+    config = make_config(epochs=1, max_batches=120, lr=0.1)
+    train(config, data_dir=os.environ["MNIST20K_DATA_DIR"], out_dir=out, device="cpu")
+    return out
+
+
+@pytest.mark.mnist
+def test_predict_on_photos_of_test_digits_agrees_with_the_originals(mnist_model, tmp_path):
+    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+
+    images, _ = load_split(None, train=False)
+    model = model_from_checkpoint(load_checkpoint(mnist_model)).eval()
+    originals = images[:20, 0].float() / 255
+    with torch.no_grad():
+        expected = model((originals[:, None] - 0.1307) / 0.3081).argmax(1).tolist()
+    paths = []
+    for i, digit in enumerate(originals):
+        paths.append(tmp_path / f"{i}.png")
+        write_png(photo(digit, ink_dark=i % 2 == 0)[None], str(paths[-1]))
+    result = invoke("predict", mnist_model, *paths, "--json")
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [g["file"] for g in got] == [str(p) for p in paths]
+    agree = sum(g["digit"] == e for g, e in zip(got, expected, strict=True))
+    assert agree >= 19, (got, expected)
+    for g in got:
+        assert len(g["top3"]) == 3 and g["top3"][0]["digit"] == g["digit"]
+        assert g["top3"][0]["p"] >= g["top3"][1]["p"] >= g["top3"][2]["p"]
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_rest(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(make_config(epochs=1, max_batches=2), data_dir=data_dir, out_dir=out, device="cpu")
+    good = tmp_path / "seven.png"
+    write_png(photo(seven())[None], str(good))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    write_png(torch.full((1, 50, 50), 255, dtype=torch.uint8), str(blank))
+    result = invoke("predict", out, good, text, blank, tmp_path / "missing.png")
+    assert result.exit_code == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "not a readable PNG or JPEG" in errors[0] and "blank" in errors[1] and "no such file" in errors[2]
+    assert len([line for line in result.stdout.splitlines() if "%" in line]) == 1  # one table row: the 7
+    assert "Traceback" not in result.output
+    assert text.read_text() == "not an image"
+
+
+def test_errors_grid_matches_the_printed_list(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(make_config(epochs=1, max_batches=2), data_dir=data_dir, out_dir=out, device="cpu")
+    grid = tmp_path / "errors.png"
+    result = invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--errors", grid, "--errors-limit", 23)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│") and "%" in line and "│" in line[1:]]
+    tiles = [line for line in rows if len(line.split("│")) == 7]
+    n = len(tiles)
+    assert 1 <= n <= 23
+    image = decode_image(str(grid))
+    tile = 2 * 28 + 2  # tiles are drawn at twice the size, 2 pixels apart
+    assert image.shape[1:] == (math.ceil(n / 10) * tile + 2, min(n, 10) * tile + 2)
+    # Most confidently wrong first.
+    confidences = [float(line.split("│")[5].strip().rstrip("%")) for line in tiles]
+    assert confidences == sorted(confidences, reverse=True)
+    data = json.loads(invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--errors", grid, "--json").stdout)
+    assert all(e["label"] != e["predicted"] for e in data["errors"])
+    assert invoke("eval", out, "--data-dir", data_dir, "--errors", tmp_path / "e.txt").exit_code == 2
+
+
+def test_curves_png_is_written_after_training(data_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    result = invoke("train", "--epochs", 2, "--max-batches", 2, "--data-dir", data_dir, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    image = decode_image(str(out / "curves.png"))
+    assert image.shape[1] > 200 and image.shape[2] > 400
+    assert f"curves: {out / 'curves.png'}" in result.stdout
+    assert "test accuracy by epoch:" in result.stdout
+
+
+def test_without_matplotlib_the_picture_is_skipped_with_a_hint(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "run"
+    result = invoke("train", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert not (out / "curves.png").exists()
+    assert result.stdout.count("curves.png skipped") == 1 and "mnist20k[plot]" in result.stdout
+
+
+def test_sparkline_spans_lowest_to_highest():
+    assert sparkline([97.0, 99.0, 98.0, 99.5]) == "▁▇▄█"  # 0, 0.8, 0.4, 1 of the range
+    assert sparkline([99.0, 99.0]) == "▁▁"
