@@ -191,7 +191,9 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
     data_dir: DataDir = None,
     device: Device = "auto",
-    batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1000,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Test images per forward pass (default: 1000 on a GPU, 128 on a CPU).")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     errors: Annotated[
         Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
@@ -204,7 +206,7 @@ def evaluate(
     from mnist20k.render import print_mistakes, print_score
 
     try:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
         if errors_limit < 1:
             raise UsageError(f"--errors-limit must be at least 1, got {errors_limit}")

@@ -40,16 +40,23 @@ class Score:
         }
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Score:
-    """Loss, accuracy and confusion matrix of `model` in eval mode; one host sync at the end."""
+def _log_probs(model: nn.Module, images: torch.Tensor, batch_size: int | None):
+    """(start index, log-probabilities) batch by batch, in eval mode. On a CPU, batches of 128 keep
+    the activations in cache; 1000 at a time ran three times slower on two cores."""
     model.eval()
+    step = batch_size or (1000 if images.device.type == "cuda" else 128)
+    for i in range(0, len(images), step):
+        yield i, model(normalize(images[i : i + step])).float()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None) -> Score:
+    """Loss, accuracy and confusion matrix of `model`; one host sync at the end."""
     device = images.device
     loss = torch.zeros((), device=device)
     confusion = torch.zeros(100, dtype=torch.long, device=device)
-    for i in range(0, len(images), batch_size):
-        x, y = normalize(images[i : i + batch_size]), labels[i : i + batch_size]
-        log_probs = model(x).float()
+    for i, log_probs in _log_probs(model, images, batch_size):
+        y = labels[i : i + len(log_probs)]
         loss += F.nll_loss(log_probs, y, reduction="sum")
         confusion += torch.bincount(y * 10 + log_probs.argmax(1), minlength=100)
     matrix = confusion.view(10, 10).cpu()
@@ -66,16 +73,18 @@ def load_for_eval(
 ) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The network a checkpoint records, with its weights, and the test set, on one device."""
     from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
-    from mnist20k.device import resolve_device
+    from mnist20k.device import keep_freed_memory, resolve_device
 
     dev = resolve_device(device)
-    model = model_from_checkpoint(load_checkpoint(path)).to(dev)
+    if dev.type == "cpu":
+        keep_freed_memory()
+    model = model_from_checkpoint(load_checkpoint(path)).to(dev, memory_format=torch.channels_last)
     images, labels = load_split(data_dir, train=False, device=dev)
     return model, images, labels
 
 
 def evaluate_checkpoint(
-    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", batch_size: int = 1000
+    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None
 ) -> Score:
     """Rebuild the network a checkpoint records and score it on the test set."""
     return evaluate(*load_for_eval(path, data_dir, device), batch_size)
@@ -91,13 +100,10 @@ class Mistake:
 
 @torch.no_grad()
 def find_mistakes(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, limit: int, batch_size: int = 1000
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, limit: int, batch_size: int | None = None
 ) -> list[Mistake]:
     """The misclassified test images, most confidently wrong first, at most `limit` of them."""
-    model.eval()
-    probs = torch.cat(
-        [model(normalize(images[i : i + batch_size])).float().exp() for i in range(0, len(images), batch_size)]
-    )
+    probs = torch.cat([log_probs.exp() for _, log_probs in _log_probs(model, images, batch_size)])
     confidence, predicted = probs.max(1)
     wrong = torch.nonzero(predicted != labels).flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:limit].tolist()

@@ -12,6 +12,7 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
 
         matplotlib.use("Agg")  # files only, no window
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     from mnist20k.checkpoint import atomic_write
@@ -30,6 +31,7 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     acc_ax.legend(loc="lower right")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return True

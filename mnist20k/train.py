@@ -20,7 +20,7 @@ from mnist20k import __version__
 from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from mnist20k.config import TrainConfig, from_dict
 from mnist20k.data import augment, load_split, normalize
-from mnist20k.device import resolve_device
+from mnist20k.device import keep_freed_memory, resolve_device
 from mnist20k.errors import CheckpointError, TrainingDiverged
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
@@ -105,6 +105,8 @@ def train(
     if ckpt is not None:
         config = from_dict(ckpt["config"])
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     run = RunDir(out_dir) if out_dir is not None else None
     if run is not None:
         same_run = resume is not None and run.checkpoint.resolve() == find_checkpoint(resume).resolve()
