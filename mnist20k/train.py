@@ -26,7 +26,7 @@ from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
 from mnist20k.rundir import RunDir
 
-StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, loss
+StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, mean loss so far
 EpochCallback = Callable[[dict], None]  # the epoch's metrics record
 
 REPORT_EVERY_S = 0.25  # progress reports cost a host sync each, so they are rationed by time
@@ -146,7 +146,7 @@ def train(
             scheduler.step()
             loss_sum += loss
             if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
-                on_step(epoch, step + 1, steps, loss.item())  # note: a host-device sync
+                on_step(epoch, step + 1, steps, loss_sum.item() / (step + 1))  # note: a host-device sync
                 last_report = time.perf_counter()
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):

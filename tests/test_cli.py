@@ -168,3 +168,14 @@ def test_short_run_on_real_mnist(real_mnist, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((out / "metrics.jsonl").read_text())
     assert record["test_total"] == 10_000 and record["test_accuracy"] > 90.0
+
+
+def test_compile_path_trains_and_saves_plain_weights(data_dir, tmp_path):
+    """--compile (and --amp, a no-op off CUDA) run the same loop; the checkpoint holds the plain module's keys."""
+    out = tmp_path / "run"
+    result = invoke("train", "--compile", "--amp", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir,
+                    "--out", out, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["model_state"]
+    assert not any(key.startswith("_orig_mod.") for key in state)
+    assert invoke("eval", out, "--data-dir", data_dir, "--device", "cpu").exit_code == 0

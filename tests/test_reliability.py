@@ -219,7 +219,10 @@ def start_cli(data_dir, out, *extra):
     cmd = [sys.executable, "-m", "mnist20k", "train", "--data-dir", str(data_dir), "--out", str(out)]
     cmd += ["--device", "cpu", "--epochs", "200", "--max-batches", "2", "--batch-size", "32", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so; give the child the
+    # default back, as a terminal's foreground job has it.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore)
 
 
 def wait_for_epoch(proc, n: int = 1) -> None:
@@ -237,6 +240,7 @@ def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, t
     out = tmp_path / "run"
     proc = start_cli(data_dir, out)
     wait_for_epoch(proc, 2)
+    assert proc.poll() is None
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
