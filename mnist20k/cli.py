@@ -5,6 +5,7 @@ torch is imported inside the commands, so `mnist20k --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -154,15 +155,16 @@ class _Terminated(BaseException):
     """Raised by the SIGTERM handler so a killed job stops like Ctrl-C does."""
 
 
-class _stop_on_sigterm:
-    def __enter__(self):
-        def handler(signum, frame):
-            raise _Terminated()
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    def handler(signum, frame):
+        raise _Terminated()
 
-        self._previous = signal.signal(signal.SIGTERM, handler)
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._previous)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_training(config, view, data_dir, out, device, resume, overwrite) -> None:
