@@ -124,10 +124,8 @@ def augment(
     kw = {"device": images.device, "generator": generator}
     angle = (torch.rand(b, **kw) * 2 - 1) * math.radians(rotate)
     shift = (torch.rand(b, 2, **kw) * 2 - 1) * translate
-    shift = shift * torch.tensor([2 / w, 2 / h], device=images.device)  # pixels -> grid units
+    tx, ty = shift[:, 0] * (2 / w), shift[:, 1] * (2 / h)  # pixels -> grid units, with no host tensor
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )  # (B, 2, 3)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
