@@ -16,8 +16,8 @@ class TrainConfig:
     schedule: str = "onecycle"  # "onecycle": warm up, then anneal to ~0 so late epochs settle; or "constant"
     warmup: float = 0.2  # fraction of all steps spent rising to the peak lr (onecycle only)
     momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum: a little steadier at high lr
-    weight_decay: float = 5e-4  # L2 on every weight; small nets still overfit MNIST's easy digits
+    nesterov: bool = True  # Nesterov momentum (the seed used plain momentum)
+    weight_decay: float = 5e-4  # L2 on every parameter, BatchNorm's included
     dropout: float = 0.0  # Dropout2d after each conv block; with the schedule, decay and shifts none is needed
     rotate: float = 7.0  # max rotation in degrees, drawn per image (the seed's augmentation)
     translate: float = 2.0  # max shift in pixels, drawn per image and axis; digits are not always centred

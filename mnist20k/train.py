@@ -107,6 +107,9 @@ def train(
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()
+    # Data before the run folder: a data error then leaves no empty run folder behind.
+    train_x, train_y = load_split(data_dir, train=True, device=dev)
+    test_x, test_y = load_split(data_dir, train=False, device=dev)
     run = RunDir(out_dir) if out_dir is not None else None
     if run is not None:
         same_run = resume is not None and run.checkpoint.resolve() == find_checkpoint(resume).resolve()
@@ -114,8 +117,6 @@ def train(
 
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=dev).manual_seed(config.seed)  # shuffling and augmentation
-    train_x, train_y = load_split(data_dir, train=True, device=dev)
-    test_x, test_y = load_split(data_dir, train=False, device=dev)
 
     if ckpt is not None:
         model = model_from_checkpoint(ckpt)

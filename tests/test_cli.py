@@ -148,6 +148,7 @@ def test_mps_where_there_is_none(data_dir, tmp_path):
 def test_missing_data_names_the_files(tmp_path):
     result = invoke("train", "--data-dir", tmp_path / "empty", "--out", tmp_path / "run", "--device", "cpu")
     one_error_line(result, 1, "MNIST is not in")
+    assert not (tmp_path / "run").exists()
     assert "train-images-idx3-ubyte" in result.stderr
 
 
