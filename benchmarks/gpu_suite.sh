@@ -11,9 +11,16 @@ py=${PYTHON:-python3}
 
 nvidia-smi -L; $py -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
 
+# 0. The CUDA-graph step against eager steps (tests/test_step.py), where pytest is at hand.
+if $py -m pytest --version > /dev/null 2>&1; then
+  $py -m pytest -q -p no:cacheprovider tests/test_step.py 2>&1 | tail -n 3
+else
+  echo "pytest not installed: tests/test_step.py not run"
+fi
+
 if [ -z "${SKIP_TIMING:-}" ]; then
-# 1. Full default runs, alone on the GPU, timed: plain, then --amp --compile.
-for flags in "" "--amp --compile"; do
+# 1. Full default runs, alone on the GPU, timed: plain, with the step in a CUDA graph, --amp --compile.
+for flags in "" "--cuda-graph" "--amp --compile"; do
   name=default${flags// /}
   /usr/bin/time -f "$name wall %e s, max RSS %M KB" $py -m mnist20k train --device cuda --out "$out/runs/$name" $flags \
     > "$out/runs/$name.log" 2>&1
@@ -27,7 +34,7 @@ print(sys.argv[2], 'loop seconds', round(sum(r['seconds'] for r in m),2), 'final
 done
 
 # 2. Throughput of one training step, seed pipeline against mnist20k's.
-for flags in "" "--amp --compile"; do
+for flags in "" "--cuda-graph" "--amp --compile"; do
   $py benchmarks/throughput.py --device cuda --steps 300 --warmup 30 --workers 4 --json $flags \
     | tee -a "$out/results/throughput-cuda.jsonl"
 done
@@ -40,6 +47,7 @@ seed-default seed 20 default 1,2,3,4,5
 tiny-default tiny 15 default 1,2,3,4,5
 seed-recipe seed 20 seed 1,2,3,4,5
 seed-amp seed 20 default 1,2 amp=true
+seed-cudagraph seed 20 default 1,2,3,4,5 cuda_graph=true
 LIST
 while read -r name model epochs recipe seeds sets; do
   echo "$py benchmarks/sweep.py --device cuda --model $model --epochs $epochs --recipe $recipe --seeds ${seeds//,/ } \

@@ -25,7 +25,7 @@ from mnist20k.data import MEAN, STD, load_split
 from mnist20k.device import keep_freed_memory, resolve_device
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
-from mnist20k.train import make_optimizer, train_step
+from mnist20k.train import BatchStep, make_optimizer
 
 
 def sync(dev: torch.device) -> None:
@@ -75,21 +75,21 @@ def seed_pipeline(data_dir, dev, steps: int, warmup: int, workers: int) -> float
     return images_per_s
 
 
-def mnist20k_pipeline(data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool):
+def mnist20k_pipeline(data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool, cuda_graph: bool):
     """Images/s of mnist20k's own training step, and seconds to score the test set."""
-    config = make_config(amp=amp, compile=compile)
+    config = make_config(amp=amp, compile=compile, cuda_graph=cuda_graph)
     train_x, train_y = load_split(data_dir, train=True, device=dev)
     test_x, test_y = load_split(data_dir, train=False, device=dev)
     model = build_model(config.model, **model_kwargs(config.model, config.dropout)).to(dev)
     model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile else model
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, lr_on_device=cuda_graph)
     gen = torch.Generator(device=dev).manual_seed(0)
+    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=cuda_graph)
     model.train()
 
     def step():
-        idx = torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen)
-        train_step(net, optimizer, train_x[idx], train_y[idx], config, gen)
+        batch_step(torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen))
 
     images_per_s = _time(step, dev, steps, warmup)
     evaluate(net, test_x, test_y)  # warm-up
@@ -120,6 +120,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed pipeline")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true", help="capture mnist20k's step in a CUDA graph (CUDA only)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     args = p.parse_args()
     dev = resolve_device(args.device)
@@ -129,7 +130,9 @@ def main() -> None:
     seed = seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)
     if dev.type == "cpu":
         keep_freed_memory()
-    ours, eval_s = mnist20k_pipeline(data_dir, dev, args.steps, args.warmup, args.amp, args.compile)
+    if args.cuda_graph and dev.type != "cuda":
+        p.error("--cuda-graph needs a CUDA device")
+    ours, eval_s = mnist20k_pipeline(data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph)
     result = {
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
@@ -142,6 +145,7 @@ def main() -> None:
         "eval_seconds": round(eval_s, 3),
         "amp": args.amp,
         "compile": args.compile,
+        "cuda_graph": args.cuda_graph,
         "torch": torch.__version__,
     }
     if args.json:

@@ -98,6 +98,10 @@ def train(
     compile: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: off)")
     ] = None,
+    cuda_graph: Annotated[
+        bool | None,
+        typer.Option("--cuda-graph/--no-cuda-graph", help="Capture each training step in a CUDA graph (default: off)"),
+    ] = None,
     recipe: Annotated[
         str, typer.Option(help="Base settings: default, or seed (the seed document's recipe); options override.")
     ] = "default",
@@ -115,6 +119,7 @@ def train(
         "nesterov": nesterov, "weight_decay": weight_decay, "dropout": dropout, "rotate": rotate,
         "translate": translate, "label_smoothing": label_smoothing, "seed": seed, "model": model,
         "max_batches": max_batches, "amp": amp, "compile": compile,
+        "cuda_graph": cuda_graph,
     }  # fmt: skip
     from mnist20k.render import TrainView
 

@@ -26,6 +26,7 @@ class TrainConfig:
     max_batches: int = 0  # stop each epoch after this many batches (0: the whole epoch); smoke tests
     amp: bool = False  # bfloat16 autocast on CUDA (changes numerics; the default stays float32)
     compile: bool = False  # torch.compile the model (slow first epoch, faster after)
+    cuda_graph: bool = False  # on CUDA, capture each full-size training step once and replay it
 
 
 # The seed document's recipe: SGD at a constant 0.02, momentum 0.9, rotation only, dropout 0.15.

@@ -21,7 +21,7 @@ from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_che
 from mnist20k.config import TrainConfig, from_dict
 from mnist20k.data import augment, load_split, normalize
 from mnist20k.device import keep_freed_memory, resolve_device
-from mnist20k.errors import CheckpointError, TrainingDiverged
+from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
 from mnist20k.rundir import RunDir
@@ -32,9 +32,17 @@ EpochCallback = Callable[[dict], None]  # the epoch's metrics record
 REPORT_EVERY_S = 0.25  # progress reports cost a host sync each, so they are rationed by time
 
 
-def make_optimizer(model: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, c: TrainConfig, lr_on_device: bool = False) -> torch.optim.Optimizer:
+    """SGD. With lr_on_device the learning rate is a tensor beside the parameters, which the scheduler
+    fills in place and the fused kernel reads there: what a captured CUDA graph needs, since a Python
+    float lr would be frozen into the graph at capture."""
+    if not lr_on_device:
+        return torch.optim.SGD(
+            model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+        )
+    lr = torch.tensor(c.lr, device=next(model.parameters()).device)
     return torch.optim.SGD(
-        model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+        model.parameters(), lr=lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay, fused=True
     )
 
 
@@ -72,7 +80,8 @@ def train_step(
     x = normalize(augment(images.float() / 255, c.rotate, c.translate, gen))
     x = x.contiguous(memory_format=torch.channels_last)
     autocast = c.amp and x.device.type == "cuda"
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+    # cache_enabled=False: autocast's weight-cast cache must not outlive a CUDA graph capture
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=False):
         # The model returns log-probabilities, which log_softmax inside cross_entropy leaves as they
         # are: this is the seed's NLL loss, with optional label smoothing.
         loss = F.cross_entropy(net(x).float(), labels, label_smoothing=c.label_smoothing)
@@ -80,6 +89,59 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+class BatchStep:
+    """train_step on the training images at given indices, through fixed buffers, so that on a CUDA
+    device the whole step can be captured once into a CUDA graph and replayed.
+
+    A step of this network is ~200 kernels of a few microseconds each: on a GPU the loop waits on
+    Python and kernel launches (~4 ms a step), not on the GPU. A replay launches the whole step
+    (gather, augmentation, forward, backward, SGD) at once. Everything the graph reads changes in
+    place between replays: the batch indices (copied in), weights, gradients, optimizer buffers, the lr
+    tensor the scheduler fills, and the generator's state, which is registered with the graph.
+    Without capture, or for an epoch's last smaller batch, it is plain train_step.
+    """
+
+    WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs ask (lazy init, cuDNN)
+
+    def __init__(self, net, optimizer, images, labels, c: TrainConfig, gen: torch.Generator, capture: bool):
+        self.net, self.optimizer, self.c, self.gen = net, optimizer, c, gen
+        self.images, self.labels = images, labels
+        self.capture = capture
+        self.idx = torch.zeros(c.batch_size, dtype=torch.long, device=images.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.loss = torch.zeros((), device=images.device)  # the graph's output, rewritten by each replay
+        self.warm_steps = 0
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the training images at `idx`; returns the loss as a device tensor."""
+        if len(idx) != len(self.idx):  # a graph has fixed shapes: the smaller last batch runs eagerly
+            return train_step(self.net, self.optimizer, self.images[idx], self.labels[idx], self.c, self.gen)
+        self.idx.copy_(idx)
+        if not self.capture:
+            return self._step()
+        if self.graph is None:
+            if self.warm_steps < self.WARMUP_STEPS:
+                self.warm_steps += 1
+                return self._on_side_stream()
+            self.graph = torch.cuda.CUDAGraph()
+            self.graph.register_generator_state(self.gen)
+            with torch.cuda.graph(self.graph):  # records the step; the replay below runs it
+                self.loss = self._step()
+        self.graph.replay()
+        return self.loss
+
+    def _step(self) -> torch.Tensor:
+        return train_step(self.net, self.optimizer, self.images[self.idx], self.labels[self.idx], self.c, self.gen)
+
+    def _on_side_stream(self) -> torch.Tensor:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            loss = self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
 
 
 def train(
@@ -105,6 +167,8 @@ def train(
     if ckpt is not None:
         config = from_dict(ckpt["config"])
     dev = resolve_device(device)
+    if config.cuda_graph and dev.type != "cuda" and ckpt is None:  # a resumed run may move off the GPU
+        raise UsageError(f"--cuda-graph needs a CUDA device; this run would be on {dev.type}")
     if dev.type == "cpu":
         keep_freed_memory()
     # Data before the run folder: a data error then leaves no empty run folder behind.
@@ -126,8 +190,10 @@ def train(
     model = model.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
     steps = steps_per_epoch(len(train_x), config)
-    optimizer = make_optimizer(model, config)
+    capture = config.cuda_graph and dev.type == "cuda"
+    optimizer = make_optimizer(model, config, lr_on_device=capture)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps)
+    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
     metrics: list[dict] = []
     if ckpt is not None:
         _restore(ckpt, optimizer, scheduler, gen, dev)
@@ -143,7 +209,7 @@ def train(
         last_report = t0
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            loss = train_step(net, optimizer, train_x[idx], train_y[idx], config, gen)
+            loss = batch_step(idx)
             scheduler.step()
             loss_sum += loss
             if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
@@ -161,7 +227,7 @@ def train(
             "test_correct": score.correct,
             "test_total": score.total,
             "test_accuracy": score.accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": time.perf_counter() - t0,
         }
         metrics.append(record)
@@ -183,16 +249,36 @@ def _checkpoint_state(model, config, metrics, optimizer, scheduler, gen, dev) ->
         "config": asdict(config),
         "epoch": len(metrics),
         "metrics": metrics,
-        "optimizer_state": optimizer.state_dict(),
-        "scheduler_state": scheduler.state_dict(),
+        "optimizer_state": _lr_as_float(optimizer.state_dict()),
+        "scheduler_state": _lr_as_float(scheduler.state_dict()),
         "rng": rng,
     }
+
+
+def _lr_as_float(state: dict) -> dict:
+    """An optimizer or scheduler state dict with lr tensors as floats, so that a checkpoint resumes on
+    any device and with either form of optimizer (see make_optimizer)."""
+
+    def plain(v):
+        return float(v) if isinstance(v, torch.Tensor) else v
+
+    if "param_groups" in state:
+        state["param_groups"] = [{**g, "lr": plain(g["lr"])} for g in state["param_groups"]]
+    if "_last_lr" in state:
+        state["_last_lr"] = [plain(v) for v in state["_last_lr"]]
+    return state
 
 
 def _restore(ckpt: dict, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
     """Put optimizer, schedule and random states back as they were after the checkpoint's epoch."""
     try:
+        # The checkpoint's lr is a float; this run's optimizer may keep its lr in a device tensor.
+        lr_tensor, fused = optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["fused"]
         optimizer.load_state_dict(ckpt["optimizer_state"])
+        for group in optimizer.param_groups:
+            group["fused"] = fused
+            if isinstance(lr_tensor, torch.Tensor):
+                group["lr"] = lr_tensor.fill_(float(group["lr"]))
         scheduler.load_state_dict(ckpt["scheduler_state"])
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])

@@ -1,0 +1,135 @@
+"""The training step's CUDA-graph path: its buffers, its optimizer form and its checkpoints on the CPU;
+capture and replay themselves where a CUDA device is present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.model import build_model
+from mnist20k.train import (
+    BatchStep,
+    _checkpoint_state,
+    _restore,
+    make_optimizer,
+    make_scheduler,
+    train_step,
+)
+
+CONFIG = make_config(batch_size=16, dropout=0.1, epochs=2)
+
+
+def setup(dev: str = "cpu", lr_on_device: bool = False, steps: int = 12):
+    torch.manual_seed(0)
+    model = build_model("seed", dropout=CONFIG.dropout).to(dev, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, CONFIG, lr_on_device=lr_on_device)
+    scheduler = make_scheduler(optimizer, CONFIG, total_steps=steps)
+    gen = torch.Generator(device=dev).manual_seed(1)
+    return model, optimizer, scheduler, gen
+
+
+def batches(dev: str = "cpu", n: int = 200):
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g).to(dev)
+    labels = torch.randint(0, 10, (n,), generator=g).to(dev)
+    order = torch.randperm(n, generator=g).to(dev)
+    # full batches of 16, then a smaller one, as an epoch ends
+    return images, labels, [order[i : i + 16] for i in range(0, 16 * 11, 16)] + [order[176:186]]
+
+
+def test_batch_step_without_capture_is_train_step():
+    images, labels, idxs = batches()
+    model_a, opt_a, _, gen_a = setup()  # seeds the global generator too, which draws dropout masks
+    losses_a = [train_step(model_a, opt_a, images[idx], labels[idx], CONFIG, gen_a) for idx in idxs]
+    model_b, opt_b, _, gen_b = setup()
+    step = BatchStep(model_b, opt_b, images, labels, CONFIG, gen_b, capture=False)
+    losses_b = [step(idx) for idx in idxs]
+    assert torch.equal(torch.stack(losses_a), torch.stack(losses_b))
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_device_lr_follows_the_schedule_and_trains_as_the_float_lr_does():
+    images, labels, idxs = batches()
+    runs = []
+    for lr_on_device in (False, True):
+        model, opt, sched, gen = setup(lr_on_device=lr_on_device)
+        lr = opt.param_groups[0]["lr"]
+        assert isinstance(lr, torch.Tensor) is lr_on_device
+        assert opt.param_groups[0]["fused"] is (True if lr_on_device else None)
+        lrs = []
+        for idx in idxs:
+            train_step(model, opt, images[idx], labels[idx], CONFIG, gen)
+            sched.step()
+            if lr_on_device:
+                assert opt.param_groups[0]["lr"] is lr  # filled in place: a captured graph keeps reading it
+            lrs.append(float(opt.param_groups[0]["lr"]))
+        runs.append((model.state_dict(), lrs))
+    (plain, plain_lrs), (device, device_lrs) = runs
+    assert device_lrs == pytest.approx(plain_lrs, rel=1e-6)
+    for name, a in plain.items():
+        assert torch.allclose(a.float(), device[name].float(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("into_device_lr", [False, True])
+def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device_lr, tmp_path):
+    images, labels, idxs = batches()
+    model, opt, sched, gen = setup(lr_on_device=True)
+    for idx in idxs[:5]:
+        train_step(model, opt, images[idx], labels[idx], CONFIG, gen)
+        sched.step()
+    state = _checkpoint_state(model, CONFIG, [], opt, sched, gen, torch.device("cpu"))
+    torch.save(state, tmp_path / "c.pt")
+    ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert isinstance(ckpt["optimizer_state"]["param_groups"][0]["lr"], float)
+    assert all(isinstance(v, float) for v in ckpt["scheduler_state"]["_last_lr"])
+
+    _, opt2, sched2, gen2 = setup(lr_on_device=into_device_lr)
+    lr_before = opt2.param_groups[0]["lr"]
+    _restore(ckpt, opt2, sched2, gen2, torch.device("cpu"))
+    lr_after = opt2.param_groups[0]["lr"]
+    assert float(lr_after) == pytest.approx(float(opt.param_groups[0]["lr"]))
+    assert opt2.param_groups[0]["fused"] is (True if into_device_lr else None)
+    if into_device_lr:
+        assert lr_after is lr_before
+    else:
+        assert isinstance(lr_after, float)
+    sched.step()
+    sched2.step()
+    assert float(opt2.param_groups[0]["lr"]) == pytest.approx(float(opt.param_groups[0]["lr"]))
+
+
+def test_cuda_graph_without_cuda_is_refused_before_anything_is_written(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    args = ["train", "--cuda-graph", "--device", "auto", "--data-dir", str(data_dir), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: --cuda-graph needs a CUDA device; this run would be on cpu"]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_captured_steps_train_as_eager_steps_do():
+    """Warm-up, capture and replays: the same weights (to float tolerance) as eager steps, the same
+    augmentation stream (the generator advances on each replay) and the same lr schedule."""
+    images, labels, idxs = batches("cuda")
+    results = []
+    for capture in (False, True):
+        model, opt, sched, gen = setup("cuda", lr_on_device=True)
+        step = BatchStep(model, opt, images, labels, CONFIG, gen, capture=capture)
+        losses = []
+        for idx in idxs:
+            losses.append(step(idx).clone())
+            sched.step()
+        assert (step.graph is not None) is capture
+        results.append((model.state_dict(), torch.stack(losses), gen.get_state()))
+    (eager, eager_losses, eager_gen), (graphed, graphed_losses, graphed_gen) = results
+    assert torch.allclose(eager_losses, graphed_losses, rtol=1e-3, atol=1e-4)
+    assert torch.equal(eager_gen, graphed_gen)
+    for name, a in eager.items():
+        assert torch.allclose(a.float(), graphed[name].float(), rtol=1e-3, atol=1e-4), name
