@@ -75,8 +75,11 @@ def seed_pipeline(data_dir, dev, steps: int, warmup: int, workers: int) -> float
     return images_per_s
 
 
-def mnist20k_pipeline(data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool, cuda_graph: bool):
-    """Images/s of mnist20k's own training step, and seconds to score the test set."""
+def mnist20k_pipeline(
+    data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool, cuda_graph: bool, profile: bool = False
+):
+    """Images/s of mnist20k's own training step, seconds to score the test set, and with `profile`
+    the convolutions' share of the step (see conv_share)."""
     config = make_config(amp=amp, compile=compile, cuda_graph=cuda_graph)
     train_x, train_y = load_split(data_dir, train=True, device=dev)
     test_x, test_y = load_split(data_dir, train=False, device=dev)
@@ -92,12 +95,36 @@ def mnist20k_pipeline(data_dir, dev, steps: int, warmup: int, amp: bool, compile
         batch_step(torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen))
 
     images_per_s = _time(step, dev, steps, warmup)
+    share = conv_share(step, steps) if profile else {}
     evaluate(net, test_x, test_y)  # warm-up
     sync(dev)
     t0 = time.perf_counter()
     evaluate(net, test_x, test_y)
     sync(dev)
-    return images_per_s, time.perf_counter() - t0
+    return images_per_s, time.perf_counter() - t0, share
+
+
+# The CPU kernels of every convolution, forward and backward (oneDNN's, through these two ops).
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+
+
+def conv_share(step, steps: int) -> dict:
+    """How much of a CPU step the convolutions take, from torch.profiler's self times: the rest is
+    BatchNorm, ReLU, pooling, augmentation, loss and SGD. images/s with the rest free is the ceiling
+    that faster glue code alone could reach."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    conv_us = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
+    total_us = sum(e.self_cpu_time_total for e in events)
+    return {
+        "profiled_step_ms": round(total_us / steps / 1e3, 2),
+        "conv_ms_per_step": round(conv_us / steps / 1e3, 2),
+        "conv_only_images_per_s": round(128 * steps / (conv_us / 1e6), 1),
+    }
 
 
 def _time(step, dev, steps: int, warmup: int) -> float:
@@ -121,18 +148,23 @@ def main() -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--cuda-graph", action="store_true", help="capture mnist20k's step in a CUDA graph (CUDA only)")
+    p.add_argument("--profile", action="store_true", help="also time the convolutions' share of the step (CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     args = p.parse_args()
     dev = resolve_device(args.device)
+    if args.cuda_graph and dev.type != "cuda":
+        p.error("--cuda-graph needs a CUDA device")
+    if args.profile and dev.type != "cpu":
+        p.error("--profile reads CPU kernel times: use it with --device cpu")
     data_dir = args.data_dir or os.environ.get("MNIST20K_DATA_DIR")
     # The seed pipeline first: mnist20k's allocator setting (see keep_freed_memory) is process-wide,
     # and the seed's code runs without it.
     seed = seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)
     if dev.type == "cpu":
         keep_freed_memory()
-    if args.cuda_graph and dev.type != "cuda":
-        p.error("--cuda-graph needs a CUDA device")
-    ours, eval_s = mnist20k_pipeline(data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph)
+    ours, eval_s, share = mnist20k_pipeline(
+        data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
+    )
     result = {
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
@@ -143,6 +175,7 @@ def main() -> None:
         "mnist20k_images_per_s": round(ours, 1),
         "ratio": round(ours / seed, 2),
         "eval_seconds": round(eval_s, 3),
+        **share,
         "amp": args.amp,
         "compile": args.compile,
         "cuda_graph": args.cuda_graph,

@@ -95,7 +95,7 @@ class BatchStep:
     """train_step on the training images at given indices, through fixed buffers, so that on a CUDA
     device the whole step can be captured once into a CUDA graph and replayed.
 
-    A step of this network is ~200 kernels of a few microseconds each: on a GPU the loop waits on
+    A step of this network is over a hundred kernels of a few microseconds each: on a GPU the loop waits on
     Python and kernel launches (~4 ms a step), not on the GPU. A replay launches the whole step
     (gather, augmentation, forward, backward, SGD) at once. Everything the graph reads changes in
     place between replays: the batch indices (copied in), weights, gradients, optimizer buffers, the lr
