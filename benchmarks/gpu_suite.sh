@@ -2,6 +2,7 @@
 # Every GPU measurement of the README in one go: timed default runs, throughput, and the
 # accuracy sweeps (several processes share the GPU; each is bound by kernel launches, not by the GPU).
 #   MNIST20K_DATA_DIR=... bash benchmarks/gpu_suite.sh OUTDIR [PARALLEL]
+# SKIP_TIMING=1 skips parts 1-2; SWEEPS="name ..." runs only those sweeps of part 3, SWEEPS=none none.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [PARALLEL]}
 parallel=${2:-8}
@@ -52,5 +53,5 @@ LIST
 while read -r name model epochs recipe seeds sets; do
   echo "$py benchmarks/sweep.py --device cuda --model $model --epochs $epochs --recipe $recipe --seeds ${seeds//,/ } \
 --jobs 5 --set $sets --out $out/results/$name.json > $out/results/$name.log 2>&1"
-done < "$out/sweeps.txt" | xargs -P 0 -I{} bash -c "{}"
+done < <(if [ -n "${SWEEPS:-}" ]; then grep -wF -f <(tr ' ' '\n' <<< "$SWEEPS") "$out/sweeps.txt"; else cat "$out/sweeps.txt"; fi) | xargs -P 0 -I{} bash -c "{}"
 tail -n 1 "$out"/results/*.log
