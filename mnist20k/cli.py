@@ -208,8 +208,7 @@ def evaluate(
     errors_limit: Annotated[int, typer.Option(help="At most this many tiles in --errors.")] = 100,
 ) -> None:
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
-    from mnist20k.evaluate import evaluate as score_model
-    from mnist20k.evaluate import find_mistakes, load_for_eval, save_mistake_grid
+    from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
     from mnist20k.render import print_mistakes, print_score
 
     try:
@@ -220,10 +219,11 @@ def evaluate(
         if errors is not None and errors.suffix.lower() != ".png":
             raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
         model, images, labels = load_for_eval(checkpoint, data_dir, device)
-        score = score_model(model, images, labels, batch_size)
+        log_probs = predict_log_probs(model, images, batch_size)  # one pass serves the score and --errors
+        score = score_log_probs(log_probs, labels)
         mistakes = []
         if errors is not None:
-            mistakes = find_mistakes(model, images, labels, errors_limit, batch_size)
+            mistakes = find_mistakes(log_probs, labels, errors_limit)
             if mistakes:
                 save_mistake_grid(images, mistakes, errors)
     except OSError as e:
