@@ -49,13 +49,16 @@ def make_optimizer(model: nn.Module, c: TrainConfig, lr_on_device: bool = False)
 def make_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig, total_steps: int):
     """Stepped once per batch. One-cycle rises to c.lr over the warm-up and then anneals to ~0,
     which is what keeps the last epochs from wandering (the seed's constant lr ends below its peak)."""
-    if c.schedule == "constant":
+    if c.schedule == "constant" or total_steps < 3:  # one-cycle needs a step to rise and one to fall
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    # OneCycleLR divides by the warm-up's length in steps, less one: it must be at least 2 steps, and
+    # leave one to anneal. That only changes very short runs (smoke tests with --max-batches).
+    warmup = min(max(c.warmup, 2 / total_steps), (total_steps - 1) / total_steps)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=c.lr,
         total_steps=total_steps,
-        pct_start=c.warmup,
+        pct_start=warmup,
         cycle_momentum=False,  # keep c.momentum fixed; one setting fewer to explain
         div_factor=10.0,  # start at lr / 10
         final_div_factor=100.0,  # end at lr / 1000
