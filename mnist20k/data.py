@@ -92,7 +92,8 @@ def _download(root: Path) -> None:
     try:
         MNIST(str(root), train=True, download=True)
     except Exception as e:
-        raise DataError(f"{_missing_message(raw_folder(root))} (download failed: {e})") from None
+        reason = " ".join(str(e).split())  # torchvision's message spans lines: one line per error
+        raise DataError(f"{_missing_message(raw_folder(root))} (download failed: {reason})") from None
 
 
 def _missing_message(raw: Path) -> str:
