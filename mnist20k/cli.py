@@ -175,7 +175,6 @@ def _stop_on_sigterm():
 def _run_training(config, view, data_dir, out, device, resume, overwrite) -> None:
     from mnist20k.train import train as run_training
 
-    view.start()
     try:
         metrics = run_training(
             config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite,

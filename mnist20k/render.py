@@ -73,8 +73,12 @@ class TrainView:
         )
         self.task = None
         self.last_epoch = 0
+        self.started = False
 
     def start(self) -> None:
+        """The run's header line and the live progress; called with the first progress report, so that
+        a run refused before training (data, device, run folder) prints its error line alone."""
+        self.started = True
         c = self.config
         verb = "resuming" if self.resumed else "training"
         say(
@@ -84,6 +88,8 @@ class TrainView:
         self.progress.start()
 
     def step(self, epoch: int, done: int, total: int, loss: float) -> None:
+        if not self.started:
+            self.start()
         label = f"{epoch}/{self.config.epochs}"
         if self.task is None:
             self.task = self.progress.add_task("", total=total, epoch=label, loss="-")
@@ -97,7 +103,8 @@ class TrainView:
         say(epoch_line(record, self.config.epochs))  # printed above the live progress bar
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     def interrupted_message(self) -> str:
         if not self.last_epoch and not self.resumed:

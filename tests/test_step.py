@@ -110,6 +110,7 @@ def test_cuda_graph_without_cuda_is_refused_before_anything_is_written(data_dir,
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: --cuda-graph needs a CUDA device; this run would be on cpu"]
+    assert result.stdout == ""  # no run header for a run that never starts
     assert not out.exists()
 
 
@@ -133,3 +134,17 @@ def test_captured_steps_train_as_eager_steps_do():
     assert torch.equal(eager_gen, graphed_gen)
     for name, a in eager.items():
         assert torch.allclose(a.float(), graphed[name].float(), rtol=1e-3, atol=1e-4), name
+
+
+@pytest.mark.parametrize("total_steps", range(1, 12))
+def test_one_cycle_schedule_runs_for_any_number_of_steps(total_steps):
+    """Smoke-test runs (--epochs 1 --max-batches 5) are short enough to break OneCycleLR's arithmetic."""
+    _, opt, sched, _ = setup(steps=total_steps)
+    lrs = []  # the lr each optimizer step runs with
+    for _ in range(total_steps):
+        lrs.append(float(opt.param_groups[0]["lr"]))
+        opt.step()
+        sched.step()
+    assert all(0 < lr <= CONFIG.lr * (1 + 1e-6) for lr in lrs)
+    if total_steps >= 3:
+        assert max(lrs) > 0.9 * CONFIG.lr and lrs[-1] < CONFIG.lr / 100  # the peak may fall between steps
