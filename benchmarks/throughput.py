@@ -1,12 +1,14 @@
-"""Training throughput of the seed's pipeline and of mnist20k's, side by side in one process.
+"""Training throughput of the seed's pipeline and of mnist20k's, side by side in one run.
 
 (a) seed: torchvision MNIST + DataLoader, per-image PIL RandomRotation((-7, 7)), ToTensor, Normalize,
     batch 128, shuffle, SGD(lr=0.02, momentum=0.9), as the seed document trains.
 (b) mnist20k: the same network and batch size through mnist20k.train's own step: uint8 images held
     on the device, rotation (and shift) of the whole batch with affine_grid/grid_sample.
 Both time N optimizer steps after a warm-up; also timed: scoring the 10,000 test images.
+Each pipeline runs in a fresh process, and with --rounds R they take turns R times: a machine whose
+speed drifts then slows both alike, and the medians and their ratio are what is reported.
 
-    python benchmarks/throughput.py --device cpu --steps 100 [--json]
+    python benchmarks/throughput.py --device cpu --steps 150 --rounds 3 [--json]
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -138,44 +143,76 @@ def _time(step, dev, steps: int, warmup: int) -> float:
     return steps * 128 / (time.perf_counter() - t0)
 
 
+def run_alone(which: str, args: argparse.Namespace) -> dict:
+    """One pipeline in a fresh process: no allocator setting, DataLoader worker or cache carries over
+    from the other one."""
+    cmd = [sys.executable, __file__, "--only", which, "--device", args.device, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--workers", str(args.workers)]  # fmt: skip
+    cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+    cmd += [
+        f"--{flag.replace('_', '-')}" for flag in ("amp", "compile", "cuda_graph", "profile") if getattr(args, flag)
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the {which} pipeline failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(which: str, args: argparse.Namespace) -> dict:
+    """The numbers of one pipeline, in this process (the --only side of run_alone)."""
+    dev = resolve_device(args.device)
+    data_dir = args.data_dir or os.environ.get("MNIST20K_DATA_DIR")
+    if which == "seed":
+        return {"images_per_s": seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)}
+    if dev.type == "cpu":
+        keep_freed_memory()  # mnist20k's own setting; the seed's code runs without it
+    ours, eval_s, share = mnist20k_pipeline(
+        data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
+    )
+    return {"images_per_s": ours, "eval_seconds": eval_s, **share}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per pipeline")
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per pipeline and round")
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=1, help="times each pipeline runs, taking turns")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed pipeline")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--cuda-graph", action="store_true", help="capture mnist20k's step in a CUDA graph (CUDA only)")
     p.add_argument("--profile", action="store_true", help="also time the convolutions' share of the step (CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument("--only", choices=("seed", "mnist20k"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.only, args)))
+        return
     dev = resolve_device(args.device)
     if args.cuda_graph and dev.type != "cuda":
         p.error("--cuda-graph needs a CUDA device")
     if args.profile and dev.type != "cpu":
         p.error("--profile reads CPU kernel times: use it with --device cpu")
-    data_dir = args.data_dir or os.environ.get("MNIST20K_DATA_DIR")
-    # The seed pipeline first: mnist20k's allocator setting (see keep_freed_memory) is process-wide,
-    # and the seed's code runs without it.
-    seed = seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)
-    if dev.type == "cpu":
-        keep_freed_memory()
-    ours, eval_s, share = mnist20k_pipeline(
-        data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
-    )
+    if args.rounds < 1 or args.steps < 1:
+        p.error("--rounds and --steps must be at least 1")
+    rounds = [(run_alone("seed", args), run_alone("mnist20k", args)) for _ in range(args.rounds)]
+    seed = statistics.median(s["images_per_s"] for s, _ in rounds)
+    ours = statistics.median(o["images_per_s"] for _, o in rounds)
+    medians = {k: round(statistics.median(o[k] for _, o in rounds), 3) for k in rounds[0][1] if k != "images_per_s"}
     result = {
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "steps": args.steps,
         "batch_size": 128,
+        "rounds": args.rounds,
         "seed_images_per_s": round(seed, 1),
         "mnist20k_images_per_s": round(ours, 1),
         "ratio": round(ours / seed, 2),
-        "eval_seconds": round(eval_s, 3),
-        **share,
+        "round_ratios": [round(o["images_per_s"] / s["images_per_s"], 2) for s, o in rounds],
+        **medians,
         "amp": args.amp,
         "compile": args.compile,
         "cuda_graph": args.cuda_graph,

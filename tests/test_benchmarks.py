@@ -26,3 +26,15 @@ def test_sweep_writes_every_epoch_per_seed_and_report_tabulates_it(data_dir, tmp
     ).stdout
     final = result["runs"][0]["epochs"][-1]["test_accuracy"]
     assert f"| 1 | {final:.2f}% |" in table and "mean ± std" in table
+
+
+def test_throughput_takes_turns_and_reports_medians(data_dir):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--data-dir", str(data_dir),
+           "--steps", "2", "--warmup", "1", "--rounds", "2", "--workers", "0", "--json"]  # fmt: skip
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rounds"] == 2 and len(result["round_ratios"]) == 2
+    assert result["seed_images_per_s"] > 0 and result["mnist20k_images_per_s"] > 0
+    assert result["ratio"] == round(result["mnist20k_images_per_s"] / result["seed_images_per_s"], 2)
+    assert min(result["round_ratios"]) <= result["ratio"] <= max(result["round_ratios"])
+    assert 0 < result["eval_seconds"] < 60
