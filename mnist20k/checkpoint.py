@@ -115,3 +115,9 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
         detail = str(e).split("\n")[0]
         raise CheckpointError(f"checkpoint weights do not fit the model it names ({spec!r}): {detail}") from None
     return model
+
+
+def load_model(path: Path | str, device: torch.device) -> nn.Module:
+    """The network a checkpoint (or run folder) records, with its weights, on `device` in the layout
+    training used."""
+    return model_from_checkpoint(load_checkpoint(path)).to(device, memory_format=torch.channels_last)

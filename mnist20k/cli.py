@@ -250,7 +250,7 @@ def predict(
     """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""
     import torch
 
-    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+    from mnist20k.checkpoint import load_model
     from mnist20k.device import resolve_device
     from mnist20k.predict import predict as classify
     from mnist20k.predict import read_digit
@@ -258,7 +258,7 @@ def predict(
 
     try:
         dev = resolve_device(device)
-        model = model_from_checkpoint(load_checkpoint(checkpoint)).to(dev)
+        model = load_model(checkpoint, dev)
     except Mnist20kError as e:
         raise _fail(e) from None
     digits, paths, failed = [], [], 0

@@ -70,13 +70,13 @@ def load_for_eval(
     path: Path | str, data_dir: Path | str | None = None, device: str = "auto"
 ) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The network a checkpoint records, with its weights, and the test set, on one device."""
-    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+    from mnist20k.checkpoint import load_model
     from mnist20k.device import keep_freed_memory, resolve_device
 
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()
-    model = model_from_checkpoint(load_checkpoint(path)).to(dev, memory_format=torch.channels_last)
+    model = load_model(path, dev)
     images, labels = load_split(data_dir, train=False, device=dev)
     return model, images, labels
 
