@@ -114,16 +114,16 @@ class BatchStep:
         self.capture = capture
         self.idx = torch.zeros(c.batch_size, dtype=torch.long, device=images.device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.loss = torch.zeros((), device=images.device)  # the graph's output, rewritten by each replay
+        self.loss: torch.Tensor | None = None  # the graph's output, rewritten by each replay
         self.warm_steps = 0
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimizer step on the training images at `idx`; returns the loss as a device tensor."""
         if len(idx) != len(self.idx):  # a graph has fixed shapes: the smaller last batch runs eagerly
-            return train_step(self.net, self.optimizer, self.images[idx], self.labels[idx], self.c, self.gen)
+            return self._step(idx)
         self.idx.copy_(idx)
         if not self.capture:
-            return self._step()
+            return self._step(self.idx)
         if self.graph is None:
             if self.warm_steps < self.WARMUP_STEPS:
                 self.warm_steps += 1
@@ -131,18 +131,18 @@ class BatchStep:
             self.graph = torch.cuda.CUDAGraph()
             self.graph.register_generator_state(self.gen)
             with torch.cuda.graph(self.graph):  # records the step; the replay below runs it
-                self.loss = self._step()
+                self.loss = self._step(self.idx)
         self.graph.replay()
         return self.loss
 
-    def _step(self) -> torch.Tensor:
-        return train_step(self.net, self.optimizer, self.images[self.idx], self.labels[self.idx], self.c, self.gen)
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        return train_step(self.net, self.optimizer, self.images[idx], self.labels[idx], self.c, self.gen)
 
     def _on_side_stream(self) -> torch.Tensor:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            loss = self._step()
+            loss = self._step(self.idx)
         torch.cuda.current_stream().wait_stream(side)
         return loss
 
