@@ -100,10 +100,16 @@ def train(
     ] = None,
     cuda_graph: Annotated[
         bool | None,
-        typer.Option("--cuda-graph/--no-cuda-graph", help="Capture each training step in a CUDA graph (default: off)"),
+        typer.Option(
+            "--cuda-graph/--no-cuda-graph", help="On CUDA, capture each training step in a CUDA graph (default: on)"
+        ),
     ] = None,
     recipe: Annotated[
-        str, typer.Option(help="Base settings: default, or seed (the seed document's recipe); options override.")
+        str,
+        typer.Option(
+            help="Base settings: default, fast (8 epochs: 99.4% soonest) or seed (the seed document's recipe); "
+            "options override."
+        ),
     ] = "default",
     device: Device = "auto",
     data_dir: DataDir = None,

@@ -50,14 +50,16 @@ def predict_log_probs(model: nn.Module, images: torch.Tensor, batch_size: int | 
 
 
 def score_log_probs(log_probs: torch.Tensor, labels: torch.Tensor) -> Score:
-    """Loss, accuracy and confusion matrix of the predictions; one host sync."""
+    """Loss, accuracy and confusion matrix of the predictions, read in one host sync."""
     loss = F.nll_loss(log_probs, labels, reduction="sum")
-    matrix = torch.bincount(labels * 10 + log_probs.argmax(1), minlength=100).view(10, 10).cpu()
+    counts = torch.bincount(labels * 10 + log_probs.argmax(1), minlength=100)
+    *counts, loss_sum = torch.cat([counts.double(), loss.double().view(1)]).tolist()  # float64: counts exact
+    matrix = [[int(n) for n in counts[row * 10 : row * 10 + 10]] for row in range(10)]
     return Score(
-        loss=loss.item() / len(labels),
-        correct=int(matrix.trace()),
+        loss=loss_sum / len(labels),
+        correct=sum(matrix[i][i] for i in range(10)),
         total=len(labels),
-        confusion=matrix.tolist(),
+        confusion=matrix,
     )
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist20k.config import TrainConfig
+from mnist20k.results import TARGET, loop_seconds, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
@@ -127,6 +128,14 @@ class TrainView:
         console.print(table)
         last = metrics[-1]
         say(f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})")
+        reached = time_to_target(metrics)
+        if reached is None:
+            say(f"never reached {TARGET:.2f}% ({loop_seconds(metrics):.1f} s of training loop)")
+        else:
+            say(
+                f"time to {TARGET:.2f}%: {reached.seconds:.1f} s (epoch {reached.epoch}; "
+                f"{loop_seconds(metrics):.1f} s of training loop in all)"
+            )
         accuracies = [r["test_accuracy"] for r in metrics]
         say(f"test accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%")
         say(f"checkpoint: {self.out / 'checkpoint.pt'}")

@@ -21,7 +21,7 @@ from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_che
 from mnist20k.config import TrainConfig, from_dict
 from mnist20k.data import augment, load_split, normalize
 from mnist20k.device import keep_freed_memory, resolve_device
-from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
+from mnist20k.errors import CheckpointError, TrainingDiverged
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
 from mnist20k.rundir import RunDir
@@ -116,6 +116,7 @@ class BatchStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.loss: torch.Tensor | None = None  # the graph's output, rewritten by each replay
         self.warm_steps = 0
+        self.side_stream = torch.cuda.Stream() if capture else None  # warm-up runs off the default stream
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimizer step on the training images at `idx`; returns the loss as a device tensor."""
@@ -139,7 +140,7 @@ class BatchStep:
         return train_step(self.net, self.optimizer, self.images[idx], self.labels[idx], self.c, self.gen)
 
     def _on_side_stream(self) -> torch.Tensor:
-        side = torch.cuda.Stream()
+        side = self.side_stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             loss = self._step(self.idx)
@@ -170,8 +171,6 @@ def train(
     if ckpt is not None:
         config = from_dict(ckpt["config"])
     dev = resolve_device(device)
-    if config.cuda_graph and dev.type != "cuda" and ckpt is None:  # a resumed run may move off the GPU
-        raise UsageError(f"--cuda-graph needs a CUDA device; this run would be on {dev.type}")
     if dev.type == "cpu":
         keep_freed_memory()
     # Data before the run folder: a data error then leaves no empty run folder behind.
@@ -193,7 +192,8 @@ def train(
     model = model.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
     steps = steps_per_epoch(len(train_x), config)
-    capture = config.cuda_graph and dev.type == "cuda"
+    # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
+    capture = config.cuda_graph and dev.type == "cuda" and not config.compile
     optimizer = make_optimizer(model, config, lr_on_device=capture)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps)
     batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
@@ -218,11 +218,14 @@ def train(
             if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
                 on_step(epoch, step + 1, steps, loss_sum.item() / (step + 1))  # note: a host-device sync
                 last_report = time.perf_counter()
+        # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
+        # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
+        # for eval mode and for the smaller last batch.
+        score = evaluate(model, test_x, test_y)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
             done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "no checkpoint was written"
             raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {train_loss}); {done}. Try a lower --lr")
-        score = evaluate(net, test_x, test_y)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
