@@ -24,6 +24,7 @@ import torch
 
 from mnist20k import __version__
 from mnist20k.config import TrainConfig, make_config
+from mnist20k.results import loop_seconds, lowest_of_last, time_to_target
 from mnist20k.train import train
 
 
@@ -43,9 +44,14 @@ def parse_sets(pairs: list[str]) -> dict:
 
 def summarize(runs: list[dict]) -> dict:
     finals = [r["epochs"][-1]["test_accuracy"] for r in runs]
+    reached = {str(r["seed"]): time_to_target(r["epochs"]) for r in runs}
     return {
         "final_accuracy": {str(r["seed"]): r["epochs"][-1]["test_accuracy"] for r in runs},
-        "min_last5": {str(r["seed"]): min(e["test_accuracy"] for e in r["epochs"][-5:]) for r in runs},
+        "min_last5": {str(r["seed"]): lowest_of_last(r["epochs"], 5) for r in runs},
+        "min_last3": {str(r["seed"]): lowest_of_last(r["epochs"], 3) for r in runs},
+        "loop_seconds": {str(r["seed"]): loop_seconds(r["epochs"]) for r in runs},
+        # the first epoch at >= 99.4% and the loop seconds until its score was known; null if never
+        "time_to_target": {seed: (asdict(x) if x else None) for seed, x in reached.items()},
         "mean_final": statistics.mean(finals),
         "std_final": statistics.stdev(finals) if len(finals) > 1 else 0.0,
         "min_final": min(finals),
@@ -55,7 +61,7 @@ def summarize(runs: list[dict]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="seed")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--recipe", default="default")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings")
@@ -66,7 +72,7 @@ def main() -> None:
     args = p.parse_args()
 
     configs = [
-        make_config(args.recipe, model=args.model, epochs=args.epochs, seed=seed, **parse_sets(args.set))
+        make_config(args.recipe, **{"model": args.model, "epochs": args.epochs, **parse_sets(args.set), "seed": seed})
         for seed in args.seeds
     ]
     runs = []
@@ -93,7 +99,7 @@ def write(args: argparse.Namespace, config: TrainConfig, runs: list[dict]) -> No
     on_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     result = {
         "model": args.model,
-        "epochs": args.epochs,
+        "epochs": config.epochs,
         "recipe": args.recipe,
         "overrides": args.set,
         "config": asdict(config) | {"seed": None},
