@@ -20,8 +20,8 @@ except ImportError:  # pragma: no cover
     from click import ClickException as _CliError
 
 from mnist20k import __version__
-from mnist20k.config import RECIPES
 from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.options import Device, Recipe, plain, with_settings
 
 app = typer.Typer(
     help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
@@ -29,7 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-DEFAULT = RECIPES["default"]
 
 
 def _version(value: bool) -> None:
@@ -56,7 +55,6 @@ DataDir = Annotated[
     Path | None,
     typer.Option(help="Folder holding MNIST/raw/ (default: $MNIST20K_DATA_DIR, else ~/.cache/mnist20k)."),
 ]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps; auto picks the fastest available.")]
 
 
 @app.command()
@@ -75,42 +73,12 @@ def summary(
 
 
 @app.command()
+@with_settings
 def train(
-    epochs: Annotated[int | None, typer.Option(help=f"Epochs (default: {DEFAULT.epochs})")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Images per step (default: {DEFAULT.batch_size})")] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate (default: {DEFAULT.lr}; tiny: 0.1)")] = None,
-    schedule: Annotated[str | None, typer.Option(help=f"onecycle or constant (default: {DEFAULT.schedule})")] = None,
-    momentum: Annotated[float | None, typer.Option(help=f"SGD momentum (default: {DEFAULT.momentum})")] = None,
-    nesterov: Annotated[
-        bool | None, typer.Option("--nesterov/--no-nesterov", help=f"(default: {DEFAULT.nesterov})")
-    ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=f"(default: {DEFAULT.weight_decay})")] = None,
-    dropout: Annotated[float | None, typer.Option(help=f"Dropout2d rate (default: {DEFAULT.dropout})")] = None,
-    rotate: Annotated[float | None, typer.Option(help=f"Max rotation, degrees (default: {DEFAULT.rotate})")] = None,
-    translate: Annotated[float | None, typer.Option(help=f"Max shift, pixels (default: {DEFAULT.translate})")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help=f"(default: {DEFAULT.label_smoothing})")] = None,
-    seed: Annotated[int | None, typer.Option(help=f"Random seed (default: {DEFAULT.seed})")] = None,
-    model: Annotated[str | None, typer.Option(help="Network preset: seed or tiny (default: seed)")] = None,
-    max_batches: Annotated[
-        int | None, typer.Option(help="Stop each epoch after N batches (smoke tests) (default: all)")
-    ] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast on CUDA (default: off)")] = None,
-    compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model (default: off)")
-    ] = None,
-    cuda_graph: Annotated[
-        bool | None,
-        typer.Option(
-            "--cuda-graph/--no-cuda-graph", help="On CUDA, capture each training step in a CUDA graph (default: on)"
-        ),
-    ] = None,
     recipe: Annotated[
-        str,
-        typer.Option(
-            help="Base settings: default, fast (8 epochs: 99.4% soonest) or seed (the seed document's recipe); "
-            "options override."
-        ),
-    ] = "default",
+        Recipe,
+        typer.Option(help="Base settings: default; fast (9 epochs); seed (the seed document's). Options override."),
+    ] = Recipe.default,
     device: Device = "auto",
     data_dir: DataDir = None,
     out: Annotated[
@@ -118,17 +86,12 @@ def train(
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this checkpoint or run folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set and save a checkpoint."""
-    overrides = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "momentum": momentum,
-        "nesterov": nesterov, "weight_decay": weight_decay, "dropout": dropout, "rotate": rotate,
-        "translate": translate, "label_smoothing": label_smoothing, "seed": seed, "model": model,
-        "max_batches": max_batches, "amp": amp, "compile": compile,
-        "cuda_graph": cuda_graph,
-    }  # fmt: skip
     from mnist20k.render import TrainView
 
+    overrides = plain(settings)
     try:
         if resume is not None:
             config, out = _resume_settings(resume, out, overrides)
@@ -136,7 +99,7 @@ def train(
             from mnist20k.config import make_config
             from mnist20k.rundir import new_run_path
 
-            config = make_config(recipe, **overrides)
+            config = make_config(recipe.value, **overrides)
             out = out or new_run_path()
         view = TrainView(config, out, resumed=resume is not None)
         with _stop_on_sigterm():
@@ -231,8 +194,6 @@ def evaluate(
             mistakes = find_mistakes(log_probs, labels, errors_limit)
             if mistakes:
                 save_mistake_grid(images, mistakes, errors)
-    except OSError as e:
-        raise _fail(UsageError(f"cannot write {errors}: {e.strerror or e}")) from None
     except Mnist20kError as e:
         raise _fail(e) from None
     if json_output:
@@ -250,7 +211,7 @@ def evaluate(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
-    device: Device = "cpu",
+    device: Device = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
 ) -> None:
     """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from mnist20k.errors import UsageError
 
 
+def setting(default, help: str):
+    """A config field and its one line of help: `mnist20k train --help` is made from these."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "seed"  # a name from mnist20k.model.MODELS
-    epochs: int = 20  # full passes over the 60,000 training images
-    batch_size: int = 128  # images per optimizer step
-    lr: float = 0.05  # peak lr of the one-cycle schedule (the constant one for "constant"); tiny: 0.1
-    schedule: str = "onecycle"  # "onecycle": warm up, then anneal to ~0 so late epochs settle; or "constant"
-    warmup: float = 0.2  # fraction of all steps spent rising to the peak lr (onecycle only)
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum (the seed used plain momentum)
-    weight_decay: float = 5e-4  # L2 on every parameter, BatchNorm's included
-    dropout: float = 0.0  # Dropout2d after each conv block; with the schedule, decay and shifts none is needed
-    rotate: float = 7.0  # max rotation in degrees, drawn per image (the seed's augmentation)
-    translate: float = 2.0  # max shift in pixels, drawn per image and axis; digits are not always centred
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    seed: int = 1  # seeds weights, dropout, shuffling and augmentation
-    max_batches: int = 0  # stop each epoch after this many batches (0: the whole epoch); smoke tests
-    amp: bool = False  # bfloat16 autocast on CUDA (changes numerics; the default stays float32)
-    compile: bool = False  # torch.compile the model (slow first epoch, faster after)
-    cuda_graph: bool = True  # on CUDA, capture each full-size step once and replay it (ignored elsewhere)
+    model: str = setting("seed", "Network: seed (18,448 parameters) or tiny (7,736).")
+    epochs: int = setting(20, "Passes over the 60,000 training images.")
+    batch_size: int = setting(128, "Images per optimizer step.")
+    lr: float = setting(0.05, "Peak learning rate of the one-cycle schedule, or the constant one; tiny: 0.1.")
+    schedule: str = setting("onecycle", "onecycle: warm up, then anneal to ~0 so late epochs settle; or constant.")
+    warmup: float = setting(0.2, "Fraction of all steps spent rising to the peak lr (onecycle only).")
+    momentum: float = setting(0.9, "SGD momentum.")
+    nesterov: bool = setting(True, "Nesterov momentum (the seed used plain momentum).")
+    weight_decay: float = setting(5e-4, "L2 on every parameter, BatchNorm's included.")
+    # with the schedule, weight decay and shifts, no dropout is needed (README, "Why this recipe")
+    dropout: float = setting(0.0, "Dropout2d rate after each conv block.")
+    rotate: float = setting(7.0, "Max rotation in degrees, drawn per image (the seed's augmentation).")
+    translate: float = setting(2.0, "Max shift in pixels, drawn per image and axis.")
+    label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
+    seed: int = setting(1, "Seeds weights, dropout, shuffling and augmentation.")
+    max_batches: int = setting(0, "Stop each epoch after this many batches (0: the whole epoch); smoke tests.")
+    amp: bool = setting(False, "bfloat16 autocast on CUDA (changes numerics).")
+    compile: bool = setting(False, "torch.compile the model (slow first epoch, faster after).")
+    cuda_graph: bool = setting(True, "On CUDA, capture each full-size step once and replay it; ignored elsewhere.")
 
 
 # The seed document's recipe: SGD at a constant 0.02, momentum 0.9, rotation only, dropout 0.15.
@@ -40,16 +46,18 @@ RECIPES: dict[str, TrainConfig] = {
         dropout=0.15,
         translate=0.0,
     ),
-    # Past 99.4% in the fewest epochs: the default's one-cycle, compressed. Training loop time scales
-    # with epochs on every device, so this is the recipe for a quick, honest result.
-    "fast": TrainConfig(epochs=8),
+    # The default's one-cycle compressed into 9 epochs: every seed ends at 99.4%+ in under 5 minutes on two
+    # CPU cores. 8 left seed 4 at 99.39% (benchmarks/results/explore/fast-e8-cpu.json).
+    "fast": TrainConfig(epochs=9),
 }
 
-# The default recipe's settings that differ by model, chosen by the sweeps in benchmarks/results/:
+# mnist20k's recipes' settings that differ by model, chosen by the sweeps in benchmarks/results/:
 # the thinner network settles best from a higher peak (0.05 left one tiny seed at 99.39%).
 MODEL_DEFAULTS: dict[str, dict] = {"tiny": {"lr": 0.1}}
 
 SCHEDULES = ("onecycle", "constant")
+CHOICES = {"schedule": SCHEDULES}  # settings with a fixed set of values
+DEVICES = ("auto", "cpu", "cuda", "mps")  # "cuda:1" names one of several GPUs
 TRAIN_IMAGES = 60_000
 
 
@@ -63,7 +71,7 @@ def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
         raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     given = {k: v for k, v in overrides.items() if v is not None}
     base = RECIPES[recipe]
-    if recipe == "default":
+    if recipe != "seed":  # the seed's recipe is the seed document's, for every network
         base = replace(base, **MODEL_DEFAULTS.get(given.get("model", base.model), {}))
     config = replace(base, **given)
     validate(config)

@@ -6,9 +6,8 @@ import ctypes
 
 import torch
 
+from mnist20k.config import DEVICES
 from mnist20k.errors import UsageError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,6 +21,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("mps" if _mps_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if kind == "cuda" and ":" in name:
+        index, count = name.partition(":")[2], torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     if kind == "mps" and not _mps_available():
         raise UsageError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     try:

@@ -1,0 +1,72 @@
+"""The command line's shared options: one per TrainConfig field, made from the field itself, and the
+device option. A setting is written once, in config.py: its name, type, default and help.
+
+No torch here: `mnist20k --help` builds every option.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from mnist20k.config import CHOICES, DEVICES, RECIPES, TrainConfig
+
+TYPES = {"int": int, "float": float, "str": str, "bool": bool}  # config.py's annotations are strings
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A str Enum: typer lists its values in --help as [a|b|c] and refuses any other."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Recipe = choices("Recipe", RECIPES)
+
+
+def setting_options() -> list[inspect.Parameter]:
+    """One keyword parameter per TrainConfig field, None unless given, its help from the field."""
+    default = RECIPES["default"]
+    params = []
+    for f in fields(TrainConfig):
+        kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else TYPES[f.type]
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        value = getattr(default, f.name)
+        shown = ("on" if value else "off") if kind is bool else value
+        option = typer.Option(*decls, help=f"{f.metadata['help']} (default: {shown})", show_default=False)
+        annotation = Annotated[kind | None, option]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return params
+
+
+def with_settings(command):
+    """Give a typer command every training setting as an option, received in its **settings."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=[*own, *setting_options()])
+    return command
+
+
+def plain(settings: dict) -> dict:
+    """Option values as TrainConfig holds them: choices as their strings."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in settings.items()}
+
+
+def _check_device(value: str) -> str:
+    kind, _, index = value.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(DEVICES)}, cuda:N")
+    return value
+
+
+Device = Annotated[
+    str,
+    typer.Option(
+        metavar="[" + "|".join(DEVICES) + "|cuda:N]",
+        callback=_check_device,
+        help="auto picks CUDA, then Apple's MPS, then the CPU.",
+    ),
+]
