@@ -63,12 +63,17 @@ def find_checkpoint(path: Path | str) -> Path:
 def load_checkpoint(path: Path | str) -> dict:
     """Read and check a checkpoint on the CPU; every failure is a CheckpointError that says why."""
     path = find_checkpoint(path)
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty: not a checkpoint")
     try:
-        with warnings.catch_warnings():  # the loader warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # opened here, so that an unreadable file is told apart from a corrupt one
+            if os.fstat(f.fileno()).st_size == 0:
+                raise CheckpointError(f"{path} is empty: not a checkpoint")
+            with warnings.catch_warnings():  # the loader warns about foreign pickles before refusing them
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    except CheckpointError:
+        raise
     except Exception as e:  # the loader fails in many ways on foreign bytes; each means "refused"
         raise CheckpointError(_refusal(path, e)) from None
     _check_format(path, ckpt)
@@ -108,6 +113,8 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     from mnist20k.model import build_model
 
     spec = ckpt["model"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"checkpoint names no model it can rebuild: its 'model' entry is {spec!r:.80}")
     try:
         model = build_model(spec["name"], **spec.get("kwargs", {}))
         model.load_state_dict(ckpt["model_state"])

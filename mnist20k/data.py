@@ -50,8 +50,11 @@ def load_split(
             raise DataError(_missing_message(raw))
         _download(root)
     images_file, labels_file = (raw / name for name in FILES[train])
-    n, rows, cols = _check_idx(images_file, IMAGE_MAGIC, 3)
-    (n_labels,) = _check_idx(labels_file, LABEL_MAGIC, 1)
+    try:
+        n, rows, cols = _check_idx(images_file, IMAGE_MAGIC, 3)
+        (n_labels,) = _check_idx(labels_file, LABEL_MAGIC, 1)
+    except OSError as e:
+        raise DataError(f"cannot read {e.filename}: {e.strerror or e}") from None
     if (rows, cols) != (28, 28):
         raise DataError(f"{images_file} holds {rows}x{cols} images, not 28x28: not MNIST")
     if n != n_labels:

@@ -23,3 +23,7 @@ class CheckpointError(Mnist20kError):
 
 class TrainingDiverged(Mnist20kError):
     """The loss stopped being a finite number."""
+
+
+class OutputError(Mnist20kError):
+    """A file of the run could not be written: a full disk, a folder made read-only."""

@@ -16,6 +16,7 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     from mnist20k.checkpoint import atomic_write
+    from mnist20k.errors import OutputError
 
     epochs = [r["epoch"] for r in metrics]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
@@ -32,6 +33,10 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}; the run itself is saved") from None
+    finally:
+        plt.close(fig)
     return True

@@ -29,13 +29,7 @@ def read_digit(path: Path | str) -> torch.Tensor:
     """A (28, 28) float image in [0, 1] with the ink bright, prepared as MNIST was: cropped to the
     ink, scaled to fit 20x20 keeping its aspect ratio, and placed with its centre of mass at the
     centre of a 28x28 field."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        gray = decode_image(str(path), mode=ImageReadMode.GRAY)[0].float() / 255  # (H, W)
-    except Exception as e:
-        reason = "no such file" if not Path(path).exists() else f"not a readable PNG or JPEG ({type(e).__name__})"
-        raise Mnist20kError(f"{path}: {reason}") from None
+    gray = _read_gray(path)
     # Ink is whatever differs from the paper; the paper is what the border mostly shows.
     border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     paper = border.median()
@@ -47,6 +41,34 @@ def read_digit(path: Path | str) -> torch.Tensor:
     rows, cols = torch.nonzero(ink > INK_THRESHOLD, as_tuple=True)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     return _centre(_fit_20(ink))
+
+
+def _read_gray(path: Path | str) -> torch.Tensor:
+    """(H, W) float in [0, 1] from a PNG (8 or 16 bits, grey or colour, with or without transparency) or a JPEG."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise Mnist20kError(f"{path}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from None
+    png = data.startswith(b"\x89PNG\r\n\x1a\n")
+    try:  # JPEG has no transparency to keep
+        mode = ImageReadMode.GRAY_ALPHA if png else ImageReadMode.GRAY
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    except Exception:
+        raise Mnist20kError(f"{path}: not a readable PNG or JPEG (truncated, corrupt or another format)") from None
+    image = image.float() / (65535 if image.dtype == torch.uint16 else 255)
+    return _over_paper(image[0], image[1]) if len(image) == 2 else image[0]
+
+
+def _over_paper(gray: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Transparent pixels become paper of the colour that sets the opaque strokes off: drawing apps save
+    strokes of any colour on a transparent background, which decodes as black."""
+    if alpha.min() >= 1:
+        return gray
+    opaque = alpha > 0.5
+    paper = 1.0 if not opaque.any() or gray[opaque].mean() < 0.5 else 0.0
+    return gray * alpha + paper * (1 - alpha)
 
 
 def _fit_20(ink: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mnist20k.checkpoint import CHECKPOINT_NAME, atomic_write, save_checkpoint
-from mnist20k.errors import UsageError
+from mnist20k.errors import OutputError, UsageError
 
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME)
 
@@ -52,14 +52,29 @@ class RunDir:
     def start(self, config: dict, metrics: list[dict]) -> None:
         """Write config.json and metrics.jsonl as of `metrics`: empty for a new run, the checkpoint's
         epochs for a resumed one (dropping any line written after that checkpoint)."""
-        _write_text(self.config, json.dumps(config, indent=2) + "\n")
-        _write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in metrics))
+        try:
+            _write_text(self.config, json.dumps(config, indent=2) + "\n")
+            _write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in metrics))
+        except OSError as e:
+            raise OutputError(f"cannot write to {self.path}: {e.strerror or e}") from None
 
     def save_epoch(self, state: dict, record: dict) -> None:
-        # Checkpoint first: a crash between the two leaves a metrics line missing, never one too many.
-        save_checkpoint(self.checkpoint, state)
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """The epoch's checkpoint, then its metrics line: a failure between the two leaves a metrics
+        line missing, never one too many, and a failed checkpoint write leaves the previous one whole."""
+        epoch = record["epoch"]
+        try:
+            save_checkpoint(self.checkpoint, state)
+        except OSError as e:
+            kept = f"{self.checkpoint} is kept as it was" if self.checkpoint.exists() else "no checkpoint was written"
+            raise OutputError(f"cannot save epoch {epoch} in {self.path}: {e.strerror or e}; {kept}") from None
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise OutputError(
+                f"cannot write {self.metrics}: {e.strerror or e}; epoch {epoch}'s checkpoint is saved, "
+                f"and --resume {self.path} continues after it"
+            ) from None
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -1,0 +1,174 @@
+"""Failures that must end in one line on stderr, the right exit code, and nothing of the user's lost."""
+
+import errno
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist20k.checkpoint import load_checkpoint, save_checkpoint
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.predict import read_digit
+from mnist20k.train import train
+
+runner = CliRunner()
+SHORT = ["--epochs", "3", "--max-batches", "2", "--batch-size", "16", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line(result, code: int, text: str) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def files(folder) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(make_config(epochs=1, max_batches=2, batch_size=16), data_dir=data_dir, out_dir=out, device="cpu")
+    return out
+
+
+def test_eval_says_which_data_file_it_cannot_read(run, fresh_data_dir, monkeypatch):
+    import mnist20k.data
+
+    unreadable = fresh_data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+
+    def guarded_open(path, *args, **kwargs):  # mode 000 does not stop root, who runs CI: refuse as the OS would
+        if str(path) == str(unreadable):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(mnist20k.data, "open", guarded_open, raising=False)
+    result = invoke("eval", run, "--data-dir", fresh_data_dir, "--device", "cpu")
+    assert one_line(result, 1, "cannot read") == f"error: cannot read {unreadable}: Permission denied"
+
+
+def test_a_disk_that_fills_mid_run_keeps_the_last_checkpoint_whole(data_dir, tmp_path, monkeypatch):
+    real_save, saves = torch.save, []
+
+    def fills_up(obj, f, *args, **kwargs):
+        saves.append(obj["epoch"])
+        if len(saves) == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    out = tmp_path / "run"
+    result = invoke("train", *SHORT, "--data-dir", data_dir, "--out", out)
+    line = one_line(result, 1, "No space left on device")
+    kept = f"{out / 'checkpoint.pt'} is kept as it was"
+    assert line == f"error: cannot save epoch 2 in {out}: No space left on device; {kept}"
+    assert load_checkpoint(out)["epoch"] == 1
+    assert sorted(files(out)) == ["checkpoint.pt", "config.json", "metrics.jsonl"]  # no temporary file left
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_run_folder_made_read_only_mid_run_is_one_line(data_dir, tmp_path, monkeypatch):
+    import mnist20k.rundir
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(mnist20k.rundir, "open", refuse, raising=False)  # metrics.jsonl is appended with open()
+    line = one_line(invoke("train", *SHORT, "--data-dir", data_dir, "--out", out), 1, "Permission denied")
+    assert "epoch 1's checkpoint is saved" in line and f"--resume {out}" in line
+    assert load_checkpoint(out)["epoch"] == 1
+
+
+def test_a_checkpoint_whose_model_entry_is_not_a_dict_is_refused(run, tmp_path, data_dir):
+    ckpt = load_checkpoint(run)
+    path = tmp_path / "odd.pt"
+    save_checkpoint(path, {**ckpt, "model": "seed"})
+    before = files(tmp_path)
+    one_line(invoke("eval", path, "--data-dir", data_dir, "--device", "cpu"), 1, "names no model it can rebuild")
+    assert files(tmp_path) == before
+
+
+def test_a_cuda_index_the_machine_lacks_is_refused(run, monkeypatch, data_dir, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for args in (["eval", run], ["train", "--data-dir", data_dir, "--out", tmp_path / "r"]):
+        line = one_line(invoke(*args, "--device", "cuda:7"), 2, "cuda:7")
+        assert line == "error: --device cuda:7: this machine has 1 CUDA GPU(s), cuda:0 to cuda:0"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:1"])
+def test_a_device_that_is_no_choice_is_refused_by_the_option_parser(device):
+    done = subprocess.run([sys.executable, "-m", "mnist20k", "eval", "x.pt", "--device", device],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: Invalid value for '--device'") and "cuda:N" in done.stderr
+
+
+# ---- predict on awkward images ----------------------------------------------------------------
+
+
+def one(tmp_path, name="one.png", **kw) -> Image.Image:
+    """A thick vertical stroke, dark on white: a 1."""
+    image = Image.new("L", (60, 80), 255)
+    image.paste(0, (26, kw.get("top", 10), 34, kw.get("bottom", 70)))
+    return image
+
+
+def test_sixteen_bit_and_transparent_pngs_read_as_the_plain_one(tmp_path):
+    plain = one(tmp_path)
+    plain.save(tmp_path / "plain.png")
+    Image.fromarray(np.asarray(plain).astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    for stroke in (0, 255):  # dark strokes or light ones, each on a transparent background
+        rgba = Image.new("RGBA", (60, 80), (0, 0, 0, 0))
+        rgba.paste((stroke, stroke, stroke, 255), (26, 10, 34, 70))
+        rgba.save(tmp_path / f"transparent-{stroke}.png")
+    expected = read_digit(tmp_path / "plain.png")
+    assert expected.sum() > 10
+    for name in ("sixteen.png", "transparent-0.png", "transparent-255.png"):
+        torch.testing.assert_close(read_digit(tmp_path / name), expected, atol=0.02, rtol=0, msg=name)
+
+
+def test_predict_classifies_or_refuses_each_awkward_file_in_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short relative paths: each stays on one line of the table
+    one(tmp_path).save("[red]one.png")  # rich markup in a path
+    one(tmp_path, top=0, bottom=80).save("border.png")  # ink touching the border
+    whole = (tmp_path / "border.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    before = files(tmp_path)
+    result = invoke("predict", run, "[red]one.png", "border.png", "truncated.png")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: truncated.png: not a readable PNG or JPEG (truncated, corrupt or another format)"
+    ]
+    rows = [line for line in result.stdout.splitlines() if "%" in line]
+    assert len(rows) == 2 and "[red]one.png" in rows[0] and "border.png" in rows[1]
+    assert files(tmp_path) == before
+    assert json.loads(invoke("predict", run, "[red]one.png", "--json").stdout)["file"] == "[red]one.png"
+
+
+def test_a_faint_sixteen_bit_png_is_as_blank_as_its_eight_bit_twin(tmp_path):
+    from mnist20k.errors import Mnist20kError
+
+    faint = np.full((80, 60), 60_000, dtype=np.uint16)
+    faint[10:70, 26:34] = 59_000  # 1.5% darker: a smudge, not ink
+    Image.fromarray(faint).save(tmp_path / "faint16.png")
+    Image.fromarray((faint >> 8).astype(np.uint8)).save(tmp_path / "faint8.png")
+    for name in ("faint8.png", "faint16.png"):
+        with pytest.raises(Mnist20kError, match="no ink found"):
+            read_digit(tmp_path / name)
