@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist20k.data import load_split, normalize
+from mnist20k.errors import Mnist20kError
 
 
 @dataclass
@@ -107,11 +108,37 @@ def find_mistakes(log_probs: torch.Tensor, labels: torch.Tensor, limit: int) -> 
 
 
 def save_mistake_grid(images: torch.Tensor, mistakes: list[Mistake], path: Path | str, per_row: int = 10) -> None:
-    """The misread digits as one PNG, tiles in the order of `mistakes`, row by row."""
-    from torchvision.utils import save_image
+    """The misread digits as one PNG, tiles in the order of `mistakes`, row by row, each captioned
+    "true→predicted" and the confidence of the wrong answer, so the picture reads on its own."""
+    from PIL import Image, ImageDraw, ImageFont
+    from torchvision.utils import make_grid
 
     from mnist20k.checkpoint import atomic_write
 
     tiles = images[[m.index for m in mistakes]].float().cpu() / 255  # (N, 1, 28, 28)
     tiles = F.interpolate(tiles, scale_factor=2, mode="nearest")  # big enough to see
-    atomic_write(Path(path), lambda f: save_image(tiles, f, format="png", nrow=per_row, padding=2, pad_value=0.5))
+    tiles = F.pad(tiles, (0, 0, 0, CAPTION_PX), value=0.15)  # a dark strip under each digit for its caption
+    grid = make_grid(tiles, nrow=per_row, padding=2, pad_value=0.5)[0]  # (H, W), grey
+    picture = Image.fromarray(grid.mul(255).round().to(torch.uint8).numpy(), mode="L")
+    draw, font = ImageDraw.Draw(picture), ImageFont.load_default(size=CAPTION_PX - 2)
+    tile_h, tile_w = tiles.shape[2] + 2, tiles.shape[3] + 2
+    for i, m in enumerate(mistakes):
+        x, y = 2 + (i % per_row) * tile_w, 2 + (i // per_row) * tile_h + tiles.shape[2] - CAPTION_PX
+        _caption(draw, font, x + 2, y + 1, str(m.label), f"{m.predicted}  {m.confidence:.0%}")
+    try:
+        atomic_write(Path(path), lambda f: picture.save(f, format="PNG"))
+    except OSError as e:
+        raise Mnist20kError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+CAPTION_PX = 12  # height of each tile's caption strip, in pixels
+
+
+def _caption(draw, font, x: int, y: int, before: str, after: str) -> None:
+    """`before` -> `after` in white, the arrow drawn: PIL's built-in font has no arrow glyph."""
+    draw.text((x, y), before, fill=255, font=font)
+    x += font.getlength(before) + 1
+    mid = y + CAPTION_PX // 2 - 1
+    draw.line([(x, mid), (x + 6, mid)], fill=255)
+    draw.polygon([(x + 7, mid), (x + 4, mid - 3), (x + 4, mid + 3)], fill=255)
+    draw.text((x + 9, y), after, fill=255, font=font)

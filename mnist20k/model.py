@@ -8,21 +8,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist20k.config import TrainConfig
 from mnist20k.errors import UsageError
 
 PARAM_BUDGET = 20_000
+DEFAULT_DROPOUT = TrainConfig.dropout  # a network built alone is the one training builds by default
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 conv without padding or bias -> ReLU -> BatchNorm -> Dropout2d, in the seed's order."""
+    """3x3 conv without padding or bias -> ReLU -> BatchNorm -> Dropout2d, in the seed's order.
+    With dropout 0 there is no Dropout2d layer (it holds no weights, so checkpoints fit either way)."""
 
     def __init__(self, c_in: int, c_out: int, dropout: float):
-        super().__init__(
-            nn.Conv2d(c_in, c_out, kernel_size=3, bias=False),
-            nn.ReLU(),
-            nn.BatchNorm2d(c_out),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),  # Identity: no mask to draw
-        )
+        layers = [nn.Conv2d(c_in, c_out, kernel_size=3, bias=False), nn.ReLU(), nn.BatchNorm2d(c_out)]
+        super().__init__(*layers, *([nn.Dropout2d(dropout)] if dropout > 0 else []))
 
 
 class SeedNet(nn.Module):
@@ -31,7 +30,7 @@ class SeedNet(nn.Module):
     widths = (input block, block 1, transition, block 2, block 3, block 4) output channels.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 20, 32, 16, 16), dropout: float = 0.15):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 20, 32, 16, 16), dropout: float = DEFAULT_DROPOUT):
         super().__init__()
         c0, c1, t, c2, c3, c4 = widths
         self.input_block = ConvBlock(1, c0, dropout)  # (B, 1, 28, 28) -> (B, c0, 26, 26)

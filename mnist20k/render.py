@@ -69,6 +69,7 @@ class TrainView:
             TextColumn("loss {task.fields[loss]}"),
             SpeedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[phase]}"),
             console=console,
             transient=True,
         )
@@ -93,8 +94,10 @@ class TrainView:
             self.start()
         label = f"{epoch}/{self.config.epochs}"
         if self.task is None:
-            self.task = self.progress.add_task("", total=total, epoch=label, loss="-")
-        self.progress.update(self.task, completed=done, epoch=label, loss=f"{loss:.4f}")
+            self.task = self.progress.add_task("", total=total, epoch=label, loss="-", phase="")
+        # train() reports an epoch's last step just before it scores the test set
+        phase = "scoring test set" if done == total else ""
+        self.progress.update(self.task, completed=done, epoch=label, loss=f"{loss:.4f}", phase=phase)
 
     def epoch(self, record: dict) -> None:
         if self.task is not None:
@@ -157,7 +160,7 @@ def print_mistakes(mistakes: list, path: Path) -> None:
     if not mistakes:
         say("no test digit was misread: no picture written")
         return
-    table = Table(title=f"misread digits in {path}, row by row, 10 per row", title_justify="left")
+    table = Table(title=Text(f"misread digits in {path}, row by row, 10 per row"), title_justify="left")
     for col in ("tile", "test index", "true", "predicted", "confidence"):
         table.add_column(col, justify="right")
     for tile, m in enumerate(mistakes):
@@ -172,7 +175,7 @@ def print_predictions(predictions: list) -> None:
     table.add_column("top 3")
     for p in predictions:
         top3 = "  ".join(f"{d}: {prob:.1%}" for d, prob in p.top3)
-        table.add_row(p.path, f"[bold]{p.digit}[/]", top3)
+        table.add_row(Text(p.path), Text(str(p.digit), style="bold"), top3)  # Text: a path is never markup
     console.print(table)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -18,10 +18,10 @@ from torch import nn
 
 from mnist20k import __version__
 from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from mnist20k.config import TrainConfig, from_dict
+from mnist20k.config import TrainConfig, from_dict, make_config
 from mnist20k.data import augment, load_split, normalize
 from mnist20k.device import keep_freed_memory, resolve_device
-from mnist20k.errors import CheckpointError, TrainingDiverged
+from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
 from mnist20k.rundir import RunDir
@@ -148,8 +148,25 @@ class BatchStep:
         return loss
 
 
+@dataclass
+class Run:
+    """What the training loop works on, made ready by prepare()."""
+
+    config: TrainConfig
+    dev: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # shuffling and augmentation
+    batch_step: BatchStep
+    train_images: int
+    test: tuple[torch.Tensor, torch.Tensor]
+    folder: RunDir | None
+    metrics: list[dict]  # the resumed run's epochs, or none
+
+
 def train(
-    config: TrainConfig,
+    config: TrainConfig | None = None,
     *,
     data_dir: Path | str | None = None,
     out_dir: Path | str | None = None,
@@ -159,69 +176,38 @@ def train(
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict]:
-    """Train `config.model` on MNIST and score it on the test set after every epoch.
+    """Train `config.model` (default: make_config()) on MNIST and score it on the test set after
+    every epoch.
 
     Writes checkpoint.pt, metrics.jsonl and config.json into `out_dir` (nothing when it is None).
     With `resume` (a checkpoint or run folder) the run continues after its last completed epoch,
-    with config, weights, optimizer, schedule and random states as they were.
+    with config, weights, optimizer, schedule and random states as they were; a `config` given with
+    it must be the checkpoint's.
     An `out_dir` that already holds a run is refused unless `overwrite`, or unless it is the run
     being resumed. Returns one metrics record per epoch, the resumed ones included.
+    `on_step` reports an epoch's last step just before its test set is scored.
     """
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    if ckpt is not None:
-        config = from_dict(ckpt["config"])
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
-    # Data before the run folder: a data error then leaves no empty run folder behind.
-    train_x, train_y = load_split(data_dir, train=True, device=dev)
-    test_x, test_y = load_split(data_dir, train=False, device=dev)
-    run = RunDir(out_dir) if out_dir is not None else None
-    if run is not None:
-        same_run = resume is not None and run.checkpoint.resolve() == find_checkpoint(resume).resolve()
-        run.check(overwrite=overwrite or same_run)
-
-    torch.manual_seed(config.seed)
-    gen = torch.Generator(device=dev).manual_seed(config.seed)  # shuffling and augmentation
-
-    if ckpt is not None:
-        model = model_from_checkpoint(ckpt)
-    else:
-        model = build_model(config.model, **model_kwargs(config.model, config.dropout))
-    # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
-    model = model.to(dev, memory_format=torch.channels_last)
-    net = torch.compile(model) if config.compile else model
-    steps = steps_per_epoch(len(train_x), config)
-    # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
-    capture = config.cuda_graph and dev.type == "cuda" and not config.compile
-    optimizer = make_optimizer(model, config, lr_on_device=capture)
-    scheduler = make_scheduler(optimizer, config, config.epochs * steps)
-    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
-    metrics: list[dict] = []
-    if ckpt is not None:
-        _restore(ckpt, optimizer, scheduler, gen, dev)
-        metrics = list(ckpt["metrics"])
-    if run is not None:
-        run.start(asdict(config), metrics)
-
-    for epoch in range(len(metrics) + 1, config.epochs + 1):
+    r = prepare(config, data_dir, out_dir, device, resume, overwrite)
+    c, metrics = r.config, r.metrics
+    steps = steps_per_epoch(r.train_images, c)
+    for epoch in range(len(metrics) + 1, c.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_x), device=dev, generator=gen)
-        loss_sum = torch.zeros((), device=dev)
+        r.model.train()
+        order = torch.randperm(r.train_images, device=r.dev, generator=r.gen)
+        loss_sum = torch.zeros((), device=r.dev)
         last_report = t0
         for step in range(steps):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            loss = batch_step(idx)
-            scheduler.step()
-            loss_sum += loss
+            loss_sum += r.batch_step(order[step * c.batch_size : (step + 1) * c.batch_size])
+            if step + 1 == steps:
+                lr = float(r.scheduler.get_last_lr()[0])  # the lr the epoch ended on, before the next step's
+            r.scheduler.step()
             if on_step is not None and (step + 1 == steps or time.perf_counter() - last_report > REPORT_EVERY_S):
                 on_step(epoch, step + 1, steps, loss_sum.item() / (step + 1))  # note: a host-device sync
                 last_report = time.perf_counter()
         # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
         # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
         # for eval mode and for the smaller last batch.
-        score = evaluate(model, test_x, test_y)
+        score = evaluate(r.model, *r.test)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
             done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "no checkpoint was written"
@@ -233,30 +219,76 @@ def train(
             "test_correct": score.correct,
             "test_total": score.total,
             "test_accuracy": score.accuracy,
-            "lr": float(optimizer.param_groups[0]["lr"]),
+            "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
         metrics.append(record)
-        if run is not None:
-            run.save_epoch(_checkpoint_state(model, config, metrics, optimizer, scheduler, gen, dev), record)
+        if r.folder is not None:
+            r.folder.save_epoch(_checkpoint_state(r, metrics), record)
         if on_epoch is not None:
             on_epoch(record)
     return metrics
 
 
-def _checkpoint_state(model, config, metrics, optimizer, scheduler, gen, dev) -> dict:
-    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state(), "device": dev.type}
-    if dev.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(dev)
+def prepare(config, data_dir, out_dir, device, resume, overwrite) -> Run:
+    """Device, data, run folder, network, optimizer and schedule, restored from `resume` if given.
+    Every refusal (data, device, folder, checkpoint) comes before anything is written."""
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        saved = from_dict(ckpt["config"])
+        if config is not None and config != saved:
+            changed = [f.name for f in fields(saved) if getattr(config, f.name) != getattr(saved, f.name)]
+            raise UsageError(f"resume continues a run with its own settings; this config changes {', '.join(changed)}")
+        config = saved
+    config = config or make_config()
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
+    # Data before the run folder: a data error then leaves no empty run folder behind.
+    train_x, train_y = load_split(data_dir, train=True, device=dev)
+    test = load_split(data_dir, train=False, device=dev)
+    folder = RunDir(out_dir) if out_dir is not None else None
+    if folder is not None:
+        same_run = resume is not None and folder.checkpoint.resolve() == find_checkpoint(resume).resolve()
+        folder.check(overwrite=overwrite or same_run)
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    if ckpt is not None:
+        model = model_from_checkpoint(ckpt)
+    else:
+        model = build_model(config.model, **model_kwargs(config.model, config.dropout))
+    # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
+    model = model.to(dev, memory_format=torch.channels_last)
+    net = torch.compile(model) if config.compile else model
+    # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
+    capture = config.cuda_graph and dev.type == "cuda" and not config.compile
+    optimizer = make_optimizer(model, config, lr_on_device=capture)
+    scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch(len(train_x), config))
+    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
+    metrics: list[dict] = []
+    if ckpt is not None:
+        _restore(ckpt, optimizer, scheduler, gen, dev)
+        metrics = list(ckpt["metrics"])
+    if folder is not None:
+        folder.start(asdict(config), metrics)
+    return Run(config, dev, model, optimizer, scheduler, gen, batch_step, len(train_x), test, folder, metrics)
+
+
+def _checkpoint_state(r: Run, metrics: list[dict]) -> dict:
+    rng = {"torch": torch.get_rng_state(), "generator": r.gen.get_state(), "device": r.dev.type}
+    if r.dev.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(r.dev)
+    c = r.config
     return {
         "mnist20k_version": __version__,
-        "model": {"name": config.model, "kwargs": model_kwargs(config.model, config.dropout)},
-        "model_state": model.state_dict(),
-        "config": asdict(config),
+        "model": {"name": c.model, "kwargs": model_kwargs(c.model, c.dropout)},
+        "model_state": r.model.state_dict(),
+        "config": asdict(c),
         "epoch": len(metrics),
         "metrics": metrics,
-        "optimizer_state": _lr_as_float(optimizer.state_dict()),
-        "scheduler_state": _lr_as_float(scheduler.state_dict()),
+        "optimizer_state": _lr_as_float(r.optimizer.state_dict()),
+        "scheduler_state": _lr_as_float(r.scheduler.state_dict()),
         "rng": rng,
     }
 

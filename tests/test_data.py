@@ -1,5 +1,4 @@
 import math
-import os
 
 import pytest
 import torch
@@ -111,4 +110,3 @@ def test_real_mnist_has_the_documented_shape(real_mnist):
     assert labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     mean = images.float().div(255).mean().item()
     assert math.isclose(mean, 0.1307, abs_tol=1e-4)
-    assert os.access(real_mnist, os.R_OK)

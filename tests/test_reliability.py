@@ -19,7 +19,7 @@ from mnist20k.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import FILES
-from mnist20k.errors import CheckpointError, TrainingDiverged
+from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.train import train
 
 runner = CliRunner()
@@ -189,7 +189,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(good_run, data
     with pytest.raises(KeyboardInterrupt):
         train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu", on_epoch=StopAfter(1))
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    metrics = train(make_config(), data_dir=data_dir, out_dir=out, device="cpu", resume=out)
+    with pytest.raises(UsageError, match="this config changes epochs, batch_size, dropout, max_batches"):
+        train(make_config(), data_dir=data_dir, out_dir=out, device="cpu", resume=out)
+    metrics = train(data_dir=data_dir, out_dir=out, device="cpu", resume=out)  # the checkpoint's own config
 
     expected = torch.load(good_run / "checkpoint.pt", weights_only=True)
     resumed = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -261,7 +263,7 @@ def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path):
     assert epoch >= 2
     # The run goes on from there; stop it again after one more epoch.
     with pytest.raises(KeyboardInterrupt):
-        train(make_config(), data_dir=data_dir, out_dir=out, device="cpu", resume=out, on_epoch=StopAfter(epoch + 1))
+        train(data_dir=data_dir, out_dir=out, device="cpu", resume=out, on_epoch=StopAfter(epoch + 1))
     assert load_checkpoint(out)["epoch"] == epoch + 1
 
 
@@ -365,5 +367,5 @@ def test_existing_run_is_kept_unless_overwrite(good_run, data_dir, tmp_path):
 
 
 def test_library_train_refuses_an_existing_run_too(good_run, data_dir):
-    with pytest.raises(Exception, match="already holds a run"):
+    with pytest.raises(UsageError, match="already holds a run"):
         train(replace(make_config(), epochs=1, max_batches=1), data_dir=data_dir, out_dir=good_run, device="cpu")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import load_split
+from mnist20k.evaluate import CAPTION_PX
 from mnist20k.predict import read_digit
 from mnist20k.render import sparkline
 from mnist20k.train import train
@@ -141,13 +142,17 @@ def test_errors_grid_matches_the_printed_list(data_dir, tmp_path):
     n = len(tiles)
     assert 1 <= n <= 23
     image = decode_image(str(grid))
-    tile = 2 * 28 + 2  # tiles are drawn at twice the size, 2 pixels apart
-    assert image.shape[1:] == (math.ceil(n / 10) * tile + 2, min(n, 10) * tile + 2)
+    tile_w = 2 * 28 + 2  # tiles are drawn at twice the size, 2 pixels apart
+    tile_h = tile_w + CAPTION_PX  # and captioned underneath
+    assert image.shape[1:] == (math.ceil(n / 10) * tile_h + 2, min(n, 10) * tile_w + 2)
+    caption = image[0, 2 + 56 : 2 + 56 + CAPTION_PX, 2 : 2 + 56]  # the first tile's caption strip
+    assert (caption > 128).sum() >= 10 and caption.min() < 64  # light text on the dark strip
     # Most confidently wrong first.
     confidences = [float(line.split("│")[5].strip().rstrip("%")) for line in tiles]
     assert confidences == sorted(confidences, reverse=True)
-    data = json.loads(invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--errors", grid, "--json").stdout)
-    assert all(e["label"] != e["predicted"] for e in data["errors"])
+    args = ("eval", out, "--data-dir", data_dir, "--device", "cpu", "--errors", grid, "--errors-limit", 23, "--json")
+    data = json.loads(invoke(*args).stdout)
+    assert len(data["errors"]) == n and all(e["label"] != e["predicted"] for e in data["errors"])
     assert invoke("eval", out, "--data-dir", data_dir, "--errors", tmp_path / "e.txt").exit_code == 2
 
 
@@ -174,3 +179,14 @@ def test_without_matplotlib_the_picture_is_skipped_with_a_hint(data_dir, tmp_pat
 def test_sparkline_spans_lowest_to_highest():
     assert sparkline([97.0, 99.0, 98.0, 99.5]) == "▁▇▄█"  # 0, 0.8, 0.4, 1 of the range
     assert sparkline([99.0, 99.0]) == "▁▁"
+
+
+def test_progress_says_when_the_test_set_is_being_scored(tmp_path):
+    from mnist20k.render import TrainView
+
+    view = TrainView(make_config(), tmp_path)
+    view.step(1, 5, 10, 0.5)
+    assert view.progress.tasks[0].fields["phase"] == ""
+    view.step(1, 10, 10, 0.4)  # train() reports the last step just before it scores the test set
+    assert view.progress.tasks[0].fields["phase"] == "scoring test set"
+    view.stop()
