@@ -1,12 +1,19 @@
-"""Training throughput of the seed's pipeline and of mnist20k's, side by side in one run.
+"""Training throughput of the seed's pipeline and of mnist20k's, side by side, and two ratios:
+
+    same recipe:  the seed network and recipe through mnist20k's pipeline, against the seed's own
+                  pipeline (what mnist20k's data path and step buy);
+    default:      mnist20k's default recipe against the seed's pipeline (what a user gets).
 
 (a) seed: torchvision MNIST + DataLoader, per-image PIL RandomRotation((-7, 7)), ToTensor, Normalize,
-    batch 128, shuffle, SGD(lr=0.02, momentum=0.9), as the seed document trains.
-(b) mnist20k: the same network and batch size through mnist20k.train's own step: uint8 images held
-    on the device, rotation (and shift) of the whole batch with affine_grid/grid_sample.
-Both time N optimizer steps after a warm-up; also timed: scoring the 10,000 test images.
-Each pipeline runs in a fresh process, and with --rounds R they take turns R times: a machine whose
-speed drifts then slows both alike, and the medians and their ratio are what is reported.
+    batch 128, shuffle, the seed network with Dropout2d(0.15), SGD(lr=0.02, momentum=0.9), and the loss
+    read every step for the progress bar, as the seed document trains.
+(b) mnist20k, --recipe seed: the same network, dropout and optimizer settings through mnist20k's own
+    step: uint8 images held on the device, the batch rotated at once with affine_grid/grid_sample.
+(c) mnist20k, default recipe: no dropout, Nesterov, weight decay, rotation and shifts, one-cycle.
+(b) and (c) time what train() does every step: the step, the scheduler step and the loss added up.
+Each times N optimizer steps after a warm-up (which holds the CUDA-graph capture); (c) also times
+scoring the 10,000 test images. Each pipeline runs in a fresh process, and with --rounds R they take
+turns R times: a machine whose speed drifts then slows all alike; medians and every round are reported.
 
     python benchmarks/throughput.py --device cpu --steps 150 --rounds 3 [--json]
 """
@@ -30,35 +37,37 @@ from mnist20k.data import MEAN, STD, load_split
 from mnist20k.device import keep_freed_memory, resolve_device
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_model, model_kwargs
-from mnist20k.train import BatchStep, make_optimizer
+from mnist20k.train import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
+
+PIPELINES = {"seed": None, "mnist20k-seed-recipe": "seed", "mnist20k-default": "default"}  # name -> recipe
+BATCH = 128
 
 
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
 
 
-def seed_pipeline(data_dir, dev, steps: int, warmup: int, workers: int) -> float:
-    """Images/s of the seed's DataLoader + PIL pipeline."""
+def seed_step(data_dir, dev, workers: int):
+    """One step of the seed's DataLoader + PIL pipeline, and its model."""
     from torchvision import datasets, transforms
 
+    seed = make_config("seed")
     tf = transforms.Compose(
         [
-            transforms.RandomRotation((-7.0, 7.0), fill=(0,)),
+            transforms.RandomRotation((-seed.rotate, seed.rotate), fill=(0,)),
             transforms.ToTensor(),
             transforms.Normalize((MEAN,), (STD,)),
         ]
     )
     ds = datasets.MNIST(str(data_dir), train=True, download=False, transform=tf)
     loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=128,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
+        ds, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
     )
-    model = build_model("seed").to(dev)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    model = build_model("seed", dropout=seed.dropout).to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=seed.lr, momentum=seed.momentum)
     model.train()
     batches = iter(loader)
 
@@ -74,37 +83,47 @@ def seed_pipeline(data_dir, dev, steps: int, warmup: int, workers: int) -> float
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        loss.item()  # the seed's progress bar shows every step's loss
 
-    images_per_s = _time(step, dev, steps, warmup)
-    del batches  # stops the worker processes before anything else is timed
-    return images_per_s
+    return step, model, loader
 
 
-def mnist20k_pipeline(
-    data_dir, dev, steps: int, warmup: int, amp: bool, compile: bool, cuda_graph: bool, profile: bool = False
-):
-    """Images/s of mnist20k's own training step, seconds to score the test set, and with `profile`
-    the convolutions' share of the step (see conv_share)."""
-    config = make_config(amp=amp, compile=compile, cuda_graph=cuda_graph)
+def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_graph: bool):
+    """What train() does each step under `recipe`: the batch step, the scheduler step, the loss added
+    up. Returns the step, the model, the generator and the test set."""
+    config = make_config(recipe, amp=amp, compile=compile, cuda_graph=cuda_graph)
     train_x, train_y = load_split(data_dir, train=True, device=dev)
-    test_x, test_y = load_split(data_dir, train=False, device=dev)
-    model = build_model(config.model, **model_kwargs(config.model, config.dropout)).to(dev)
-    model = model.to(memory_format=torch.channels_last)
+    test = load_split(data_dir, train=False, device=dev)
+    model = build_model(config.model, **model_kwargs(config.model, config.dropout))
+    model = model.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if compile else model
-    optimizer = make_optimizer(model, config, lr_on_device=cuda_graph)
+    capture = config.cuda_graph and dev.type == "cuda" and not compile
+    optimizer = make_optimizer(model, config, lr_on_device=capture)
+    scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch(len(train_x), config))
     gen = torch.Generator(device=dev).manual_seed(0)
-    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=cuda_graph)
+    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
+    loss_sum = torch.zeros((), device=dev)
     model.train()
 
     def step():
-        batch_step(torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen))
+        nonlocal loss_sum
+        idx = torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen)
+        loss_sum += batch_step(idx)
+        scheduler.step()
 
-    images_per_s = _time(step, dev, steps, warmup)
+    return step, model, gen, test
+
+
+def mnist20k_pipeline(data_dir, dev, recipe, steps, warmup, amp, compile, cuda_graph, profile=False):
+    """Images/s of mnist20k's step, seconds to score the test set, and with `profile` the
+    convolutions' share of the step (see conv_share)."""
+    step, model, _, (test_x, test_y) = mnist20k_step(data_dir, dev, recipe, amp, compile, cuda_graph)
+    images_per_s = _time(step, dev, steps, max(warmup, BatchStep.WARMUP_STEPS + 1))  # capture in warm-up
     share = conv_share(step, steps) if profile else {}
-    evaluate(net, test_x, test_y)  # warm-up
+    evaluate(model, test_x, test_y)  # warm-up
     sync(dev)
     t0 = time.perf_counter()
-    evaluate(net, test_x, test_y)
+    evaluate(model, test_x, test_y)
     sync(dev)
     return images_per_s, time.perf_counter() - t0, share
 
@@ -128,7 +147,7 @@ def conv_share(step, steps: int) -> dict:
     return {
         "profiled_step_ms": round(total_us / steps / 1e3, 2),
         "conv_ms_per_step": round(conv_us / steps / 1e3, 2),
-        "conv_only_images_per_s": round(128 * steps / (conv_us / 1e6), 1),
+        "conv_only_images_per_s": round(BATCH * steps / (conv_us / 1e6), 1),
     }
 
 
@@ -140,18 +159,17 @@ def _time(step, dev, steps: int, warmup: int) -> float:
     for _ in range(steps):
         step()
     sync(dev)
-    return steps * 128 / (time.perf_counter() - t0)
+    return steps * BATCH / (time.perf_counter() - t0)
 
 
 def run_alone(which: str, args: argparse.Namespace) -> dict:
     """One pipeline in a fresh process: no allocator setting, DataLoader worker or cache carries over
-    from the other one."""
+    from another."""
     cmd = [sys.executable, __file__, "--only", which, "--device", args.device, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--workers", str(args.workers)]  # fmt: skip
     cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-    cmd += [
-        f"--{flag.replace('_', '-')}" for flag in ("amp", "compile", "cuda_graph", "profile") if getattr(args, flag)
-    ]
+    cmd += [f"--{flag}" for flag in ("amp", "compile", "profile") if getattr(args, flag)]
+    cmd += [] if args.cuda_graph else ["--no-cuda-graph"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the {which} pipeline failed:\n{done.stderr.strip()}")
@@ -163,13 +181,29 @@ def measure(which: str, args: argparse.Namespace) -> dict:
     dev = resolve_device(args.device)
     data_dir = args.data_dir or os.environ.get("MNIST20K_DATA_DIR")
     if which == "seed":
-        return {"images_per_s": seed_pipeline(data_dir, dev, args.steps, args.warmup, args.workers)}
+        step, _, loader = seed_step(data_dir, dev, args.workers)
+        images_per_s = _time(step, dev, args.steps, args.warmup)
+        del loader  # stops the worker processes
+        return {"images_per_s": images_per_s}
     if dev.type == "cpu":
         keep_freed_memory()  # mnist20k's own setting; the seed's code runs without it
     ours, eval_s, share = mnist20k_pipeline(
-        data_dir, dev, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
+        data_dir, dev, PIPELINES[which], args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
     )
     return {"images_per_s": ours, "eval_seconds": eval_s, **share}
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """Medians over the rounds, every round's images/s, and the two ratios with each round's."""
+    images = {name: [r[name]["images_per_s"] for r in rounds] for name in PIPELINES}
+    result = {f"{name}_images_per_s": round(statistics.median(v), 1) for name, v in images.items()}
+    result |= {f"{name}_rounds": [round(x, 1) for x in v] for name, v in images.items()}
+    for label, name in (("same_recipe", "mnist20k-seed-recipe"), ("default", "mnist20k-default")):
+        result[f"ratio_{label}"] = round(statistics.median(images[name]) / statistics.median(images["seed"]), 2)
+        result[f"ratio_{label}_rounds"] = [round(o / s, 2) for o, s in zip(images[name], images["seed"], strict=True)]
+    extra = [k for k in rounds[0]["mnist20k-default"] if k != "images_per_s"]
+    result |= {k: round(statistics.median(r["mnist20k-default"][k] for r in rounds), 3) for k in extra}
+    return result
 
 
 def main() -> None:
@@ -182,47 +216,40 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed pipeline")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--cuda-graph", action="store_true", help="capture mnist20k's step in a CUDA graph (CUDA only)")
+    p.add_argument(
+        "--cuda-graph", action=argparse.BooleanOptionalAction, default=True, help="capture mnist20k's step (CUDA only)"
+    )
     p.add_argument("--profile", action="store_true", help="also time the convolutions' share of the step (CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
-    p.add_argument("--only", choices=("seed", "mnist20k"), help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=PIPELINES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, args)))
         return
     dev = resolve_device(args.device)
-    if args.cuda_graph and dev.type != "cuda":
-        p.error("--cuda-graph needs a CUDA device")
     if args.profile and dev.type != "cpu":
         p.error("--profile reads CPU kernel times: use it with --device cpu")
     if args.rounds < 1 or args.steps < 1:
         p.error("--rounds and --steps must be at least 1")
-    rounds = [(run_alone("seed", args), run_alone("mnist20k", args)) for _ in range(args.rounds)]
-    seed = statistics.median(s["images_per_s"] for s, _ in rounds)
-    ours = statistics.median(o["images_per_s"] for _, o in rounds)
-    medians = {k: round(statistics.median(o[k] for _, o in rounds), 3) for k in rounds[0][1] if k != "images_per_s"}
+    rounds = [{name: run_alone(name, args) for name in PIPELINES} for _ in range(args.rounds)]
     result = {
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "steps": args.steps,
-        "batch_size": 128,
+        "batch_size": BATCH,
         "rounds": args.rounds,
-        "seed_images_per_s": round(seed, 1),
-        "mnist20k_images_per_s": round(ours, 1),
-        "ratio": round(ours / seed, 2),
-        "round_ratios": [round(o["images_per_s"] / s["images_per_s"], 2) for s, o in rounds],
-        **medians,
+        **summarize(rounds),
         "amp": args.amp,
         "compile": args.compile,
-        "cuda_graph": args.cuda_graph,
+        "cuda_graph": args.cuda_graph and dev.type == "cuda",
         "torch": torch.__version__,
     }
     if args.json:
         print(json.dumps(result))
     else:
         for k, v in result.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>36}: {v}")
 
 
 if __name__ == "__main__":
