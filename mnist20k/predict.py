@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from mnist20k.data import normalize
 from mnist20k.errors import Mnist20kError
 
 INK_THRESHOLD = 0.25  # of the ink's full strength: fainter pixels do not count towards the bounding box
+MAX_PIXELS = 50_000_000  # no photo of a digit needs more (a phone camera gives 12-50 MP); larger is refused unread
+WORK_SIDE = 448  # the longer side an image is shrunk to first, in one-byte pixels: 16x the 28 it ends at
 
 
 @dataclass
@@ -44,21 +47,56 @@ def read_digit(path: Path | str) -> torch.Tensor:
 
 
 def _read_gray(path: Path | str) -> torch.Tensor:
-    """(H, W) float in [0, 1] from a PNG (8 or 16 bits, grey or colour, with or without transparency) or a JPEG."""
-    from torchvision.io import ImageReadMode, decode_image
+    """(H, W) float in [0, 1], about WORK_SIDE pixels on its longer side at most, from a PNG (8 or 16
+    bits, grey or colour, with or without transparency) or a JPEG.
+
+    The file is untrusted: its size is read from its header and checked before anything is decoded,
+    and the decoded image goes to grey and shrinks while its pixels are bytes, before any float work.
+    """
+    import numpy as np
+    from PIL import Image, JpegImagePlugin, PngImagePlugin
 
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise Mnist20kError(f"{path}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from None
-    png = data.startswith(b"\x89PNG\r\n\x1a\n")
-    try:  # JPEG has no transparency to keep
-        mode = ImageReadMode.GRAY_ALPHA if png else ImageReadMode.GRAY
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except Exception:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        # The format's own reader, not Image.open: the size check below is ours, made before decoding.
+        reader = {b"\x89PNG": PngImagePlugin.PngImageFile, b"\xff\xd8": JpegImagePlugin.JpegImageFile}
+        opened = next((r for magic, r in reader.items() if head.startswith(magic)), None)
+        if opened is None:
+            raise SyntaxError("neither PNG nor JPEG")
+        with opened(path) as image:
+            w, h = image.size
+            if w * h > MAX_PIXELS:
+                raise Mnist20kError(
+                    f"{path}: {w:,} x {h:,} pixels ({w * h / 1e6:,.0f} MP) is over the limit of "
+                    f"{MAX_PIXELS / 1e6:.0f} MP for a photo of a digit; not decoded"
+                )
+            image.draft("L", (WORK_SIDE, WORK_SIDE))  # a JPEG decodes at 1/2 to 1/8 of its size at once
+            gray, alpha = _gray_bytes(image)
+    except FileNotFoundError:
+        raise Mnist20kError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise Mnist20kError(f"{path}: {e.strerror}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # Pillow's words for a broken file
         raise Mnist20kError(f"{path}: not a readable PNG or JPEG (truncated, corrupt or another format)") from None
-    image = image.float() / (65535 if image.dtype == torch.uint16 else 255)
-    return _over_paper(image[0], image[1]) if len(image) == 2 else image[0]
+    factor = max(1, math.ceil(max(gray.size) / WORK_SIDE))
+    gray = torch.from_numpy(np.array(gray.reduce(factor))).float() / 255  # box average of factor x factor
+    if alpha is None:
+        return gray
+    return _over_paper(gray, torch.from_numpy(np.array(alpha.reduce(factor))).float() / 255)
+
+
+def _gray_bytes(image) -> tuple:
+    """The image as 8-bit grey, and its 8-bit alpha if it has transparency (else None)."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode.startswith("I"):  # 16-bit grey: Pillow's "L" would clip at 255 rather than scale
+        return Image.fromarray((np.asarray(image) >> 8).astype(np.uint8)), None
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        gray, alpha = image.convert("LA").split()
+        return gray, alpha
+    return image.convert("L"), None
 
 
 def _over_paper(gray: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
