@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 
 from mnist20k import __version__
 from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.options import Device, Recipe, plain, with_settings
+from mnist20k.options import Device, Format, Recipe, plain, with_settings
 
 app = typer.Typer(
     help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
@@ -244,6 +244,39 @@ def predict(
         print_predictions(predictions)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_network(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    format: Annotated[Format, typer.Option("--format", help="File format for other runtimes.")] = Format.onnx,
+    out: Annotated[
+        Path | None, typer.Option(help="File to write (default: model.onnx or model.pt beside the checkpoint).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the file if it exists.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check the export against PyTorch on the 10,000 test images.")
+    ] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
+    from mnist20k.export import TOLERANCE, export
+    from mnist20k.render import say
+
+    try:
+        path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    say(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    if checked is None:
+        say("not checked against PyTorch (--no-verify)")
+        return
+    say(
+        "checked on the 10,000 test images: the same digit for every image, "
+        f"outputs within {checked.max_difference:.1g} "
+        f"(allowed {TOLERANCE:g}); accuracy {checked.pytorch_accuracy:.2f}% in PyTorch, "
+        f"{checked.exported_accuracy:.2f}% in the {format.value} file"
+    )
 
 
 def main() -> None:

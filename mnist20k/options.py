@@ -24,6 +24,8 @@ def choices(name: str, values) -> type[Enum]:
 
 
 Recipe = choices("Recipe", RECIPES)
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # export formats and their default file names
+Format = choices("Format", FORMATS)
 
 
 def setting_options() -> list[inspect.Parameter]:

@@ -1,0 +1,196 @@
+"""A trained network in a file other runtimes read: ONNX or TorchScript, checked against PyTorch.
+
+The exported network is the inference network: eval mode, no dropout, and every BatchNorm folded into
+the convolution that follows it. The seed's blocks run conv -> ReLU -> BatchNorm, so a BatchNorm cannot
+go into the convolution before it (the ReLU is in between); it is an affine map per channel, and the next
+convolution (no padding) or global average pool + 1x1 convolution is linear, so it goes into that one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+from mnist20k.data import MEAN, STD
+from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.options import FORMATS
+
+TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
+EXTRA_HINT = "pip install 'mnist20k[onnx]'"
+
+
+@dataclass
+class Verified:
+    pytorch_accuracy: float  # percent, the checkpoint's network in PyTorch
+    exported_accuracy: float  # percent, the exported file in its own runtime
+    max_difference: float  # largest absolute difference of any output
+
+
+def inference_network(model: nn.Module) -> fx.GraphModule:
+    """`model` in eval mode as a traced graph without Dropout or BatchNorm layers: each BatchNorm is folded
+    into the next convolution. Refuses a network where a BatchNorm feeds anything else."""
+    model = model.eval()
+    graph = fx.symbolic_trace(model)
+    modules = dict(graph.named_modules())
+    # Dropout first: in eval mode it passes its input on, and a BatchNorm then feeds the conv directly.
+    for kinds in ((nn.Dropout, nn.Dropout2d, nn.Identity), (nn.BatchNorm2d,)):
+        for node in list(graph.graph.nodes):
+            layer = modules.get(node.target) if node.op == "call_module" else None
+            if not isinstance(layer, kinds):
+                continue
+            if isinstance(layer, nn.BatchNorm2d):
+                with torch.no_grad():
+                    _fold_into_next_conv(node, layer, modules)
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.graph.lint()
+    graph.recompile()
+    graph.delete_all_unused_submodules()
+    return graph
+
+
+def _fold_into_next_conv(node: fx.Node, bn: nn.BatchNorm2d, modules: dict) -> None:
+    """bn(x) = scale * x + shift per channel; conv(scale * x + shift) = conv'(x) with the weights scaled per
+    input channel and the shift's contribution added to the bias. Exact for a convolution without padding,
+    also after an average pool (the pool of scale * x + shift is scale * pool(x) + shift)."""
+    nxt = _only_user(node)
+    if nxt is not None and isinstance(modules.get(nxt.target), nn.AvgPool2d):
+        nxt = _only_user(nxt)
+    conv = modules.get(nxt.target) if nxt is not None and nxt.op == "call_module" else None
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or any(conv.padding) or conv.padding_mode != "zeros":
+        raise Mnist20kError(f"cannot fold BatchNorm {node.target}: it does not feed an unpadded convolution")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    conv.bias = nn.Parameter(bias + (conv.weight * shift[None, :, None, None]).sum((1, 2, 3)))
+    conv.weight.mul_(scale[None, :, None, None])
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def metadata(ckpt: dict) -> dict[str, str]:
+    """What a user of the file needs besides the weights: how to prepare the input, what it scored."""
+    last = ckpt["metrics"][-1] if ckpt["metrics"] else {}
+    return {
+        "producer": "mnist20k",
+        "model": json.dumps(ckpt["model"]),
+        "input": "image: (N, 1, 28, 28) float32, pixels in [0, 1] normalised as (x - mean) / std",
+        "normalize_mean": str(MEAN),
+        "normalize_std": str(STD),
+        "output": "log_probs: (N, 10) log-probabilities of the digits 0-9",
+        "test_accuracy": str(last.get("test_accuracy", "")),
+    }
+
+
+def onnx_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
+    """ONNX through torch.onnx, with a dynamic batch and the metadata in metadata_props."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's exporter is built on it)
+    except ImportError:
+        raise Mnist20kError(f"ONNX export needs the onnx extra: {EXTRA_HINT}") from None
+
+    program = torch.onnx.export(
+        network,
+        (torch.zeros(2, 1, 28, 28),),
+        input_names=["image"],
+        output_names=["log_probs"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        dynamo=True,
+        verbose=False,
+    )
+    proto = program.model_proto
+    for key, value in props.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    return proto.SerializeToString()
+
+
+def torchscript_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
+    """TorchScript by tracing, the metadata as an extra file (mnist20k.json)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # PyTorch now points to torch.export; TorchScript is still what many runtimes load
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(network, torch.zeros(2, 1, 28, 28))
+        torch.jit.save(traced, buffer, _extra_files={"mnist20k.json": json.dumps(props)})
+    return buffer.getvalue()
+
+
+def run_exported(data: bytes, fmt: str, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The exported network's (N, 10) outputs on normalised images, in its own runtime."""
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            loaded = torch.jit.load(io.BytesIO(data))
+        with torch.no_grad():
+            return torch.cat([loaded(x) for x in batches])
+    try:
+        import onnxruntime
+    except ImportError:
+        raise Mnist20kError(f"checking an ONNX export needs onnxruntime: {EXTRA_HINT}, or pass --no-verify") from None
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return torch.cat([torch.from_numpy(session.run(None, {"image": x.numpy()})[0]) for x in batches])
+
+
+def verify(reference: nn.Module, data: bytes, fmt: str, images: torch.Tensor, labels: torch.Tensor) -> Verified:
+    """The exported network against the PyTorch one on every image: the same label for each, and outputs
+    within TOLERANCE. Raises Mnist20kError on any difference."""
+    from mnist20k.data import normalize
+
+    x = normalize(images).contiguous()
+    with torch.no_grad():
+        expected = reference.eval()(x)
+    got = run_exported(data, fmt, x)
+    difference = (got - expected).abs().max().item()
+    disagree = int((got.argmax(1) != expected.argmax(1)).sum())
+    if disagree or not difference <= TOLERANCE:
+        raise Mnist20kError(
+            f"the {fmt} export does not match the PyTorch network: {disagree} of {len(x):,} test images get "
+            f"another label, outputs differ by up to {difference:.2g} (allowed {TOLERANCE:g}); nothing was written"
+        )
+    return Verified(
+        pytorch_accuracy=100.0 * (expected.argmax(1) == labels).float().mean().item(),
+        exported_accuracy=100.0 * (got.argmax(1) == labels).float().mean().item(),
+        max_difference=difference,
+    )
+
+
+def export(
+    checkpoint: Path | str,
+    fmt: str = "onnx",
+    out: Path | str | None = None,
+    overwrite: bool = False,
+    check: bool = True,
+    data_dir: Path | str | None = None,
+) -> tuple[Path, Verified | None]:
+    """Write the checkpoint's network as `fmt` to `out` (default: model.onnx / model.pt beside the
+    checkpoint). With `check`, the exported network is first run on the 10,000 test images beside the
+    PyTorch one, and nothing is written unless they match; the file is written atomically."""
+    from mnist20k.checkpoint import atomic_write, find_checkpoint, load_checkpoint, model_from_checkpoint
+    from mnist20k.data import load_split
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    source = find_checkpoint(checkpoint)
+    path = Path(out) if out is not None else source.parent / FORMATS[fmt]
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
+    ckpt = load_checkpoint(source)
+    network = inference_network(model_from_checkpoint(ckpt))
+    data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
+    verified = None
+    if check:
+        verified = verify(model_from_checkpoint(ckpt), data, fmt, *load_split(data_dir, train=False))
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as e:
+        raise Mnist20kError(f"cannot write {path}: {e.strerror or e}") from None
+    return path, verified
