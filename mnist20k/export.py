@@ -34,7 +34,8 @@ class Verified:
 
 def inference_network(model: nn.Module) -> fx.GraphModule:
     """`model` in eval mode as a traced graph without Dropout or BatchNorm layers: each BatchNorm is folded
-    into the next convolution. Refuses a network where a BatchNorm feeds anything else."""
+    into the next convolution, whose weights change in place (pass a network you no longer need).
+    Refuses a network where a BatchNorm feeds anything else."""
     model = model.eval()
     graph = fx.symbolic_trace(model)
     modules = dict(graph.named_modules())

@@ -46,6 +46,7 @@ def test_the_inference_network_has_no_batchnorm_or_dropout_and_gives_the_same_ou
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("torchscript", "model.pt")])
 def test_export_writes_a_checked_file_beside_the_checkpoint(fmt, name, run, data_dir):
     result = invoke("export", run, "--format", fmt, "--data-dir", data_dir, "--overwrite")
