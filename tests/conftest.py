@@ -76,3 +76,12 @@ def real_mnist() -> Path:
     if not path:
         pytest.skip("needs real MNIST: set MNIST20K_DATA_DIR to a folder holding MNIST/raw/")
     return Path(path)
+
+
+def one_error_line(result, code: int, text: str) -> str:
+    """The CLI failed with `code` and one line on stderr that holds `text`, and no traceback; that line."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]

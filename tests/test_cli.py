@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 from mnist20k import __version__
@@ -15,14 +16,6 @@ runner = CliRunner()
 
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result, code: int, text: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_version():

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import one_error_line
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,14 +25,6 @@ SHORT = ["--epochs", "3", "--max-batches", "2", "--batch-size", "16", "--device"
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(result, code: int, text: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def files(folder) -> dict:
@@ -57,7 +50,7 @@ def test_eval_says_which_data_file_it_cannot_read(run, fresh_data_dir, monkeypat
 
     monkeypatch.setattr(mnist20k.data, "open", guarded_open, raising=False)
     result = invoke("eval", run, "--data-dir", fresh_data_dir, "--device", "cpu")
-    assert one_line(result, 1, "cannot read") == f"error: cannot read {unreadable}: Permission denied"
+    assert one_error_line(result, 1, "cannot read") == f"error: cannot read {unreadable}: Permission denied"
 
 
 def test_a_disk_that_fills_mid_run_keeps_the_last_checkpoint_whole(data_dir, tmp_path, monkeypatch):
@@ -73,7 +66,7 @@ def test_a_disk_that_fills_mid_run_keeps_the_last_checkpoint_whole(data_dir, tmp
     monkeypatch.setattr(torch, "save", fills_up)
     out = tmp_path / "run"
     result = invoke("train", *SHORT, "--data-dir", data_dir, "--out", out)
-    line = one_line(result, 1, "No space left on device")
+    line = one_error_line(result, 1, "No space left on device")
     kept = f"{out / 'checkpoint.pt'} is kept as it was"
     assert line == f"error: cannot save epoch 2 in {out}: No space left on device; {kept}"
     assert load_checkpoint(out)["epoch"] == 1
@@ -89,7 +82,7 @@ def test_a_run_folder_made_read_only_mid_run_is_one_line(data_dir, tmp_path, mon
 
     out = tmp_path / "run"
     monkeypatch.setattr(mnist20k.rundir, "open", refuse, raising=False)  # metrics.jsonl is appended with open()
-    line = one_line(invoke("train", *SHORT, "--data-dir", data_dir, "--out", out), 1, "Permission denied")
+    line = one_error_line(invoke("train", *SHORT, "--data-dir", data_dir, "--out", out), 1, "Permission denied")
     assert "epoch 1's checkpoint is saved" in line and f"--resume {out}" in line
     assert load_checkpoint(out)["epoch"] == 1
 
@@ -99,7 +92,7 @@ def test_a_checkpoint_whose_model_entry_is_not_a_dict_is_refused(run, tmp_path, 
     path = tmp_path / "odd.pt"
     save_checkpoint(path, {**ckpt, "model": "seed"})
     before = files(tmp_path)
-    one_line(invoke("eval", path, "--data-dir", data_dir, "--device", "cpu"), 1, "names no model it can rebuild")
+    one_error_line(invoke("eval", path, "--data-dir", data_dir, "--device", "cpu"), 1, "names no model it can rebuild")
     assert files(tmp_path) == before
 
 
@@ -107,7 +100,7 @@ def test_a_cuda_index_the_machine_lacks_is_refused(run, monkeypatch, data_dir, t
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for args in (["eval", run], ["train", "--data-dir", data_dir, "--out", tmp_path / "r"]):
-        line = one_line(invoke(*args, "--device", "cuda:7"), 2, "cuda:7")
+        line = one_error_line(invoke(*args, "--device", "cuda:7"), 2, "cuda:7")
         assert line == "error: --device cuda:7: this machine has 1 CUDA GPU(s), cuda:0 to cuda:0"
     assert not (tmp_path / "r").exists()
 

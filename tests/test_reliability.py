@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 from mnist20k.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -27,13 +28,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def refused(result, code: int, text: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
-    assert "Traceback" not in result.output
 
 
 def digest(path) -> str:
@@ -135,7 +129,7 @@ def test_bad_checkpoints_are_refused_with_one_line(command, good_run, data_dir, 
         else:
             result = invoke("train", "--resume", path, "--data-dir", data_dir, "--device", "cpu")
         try:
-            refused(result, 1, EXPECTED[name])
+            one_error_line(result, 1, EXPECTED[name])
         except AssertionError as e:
             raise AssertionError(f"{command} of {name!r}: {e}") from None
         if before is not None:
@@ -163,8 +157,8 @@ def test_code_carrying_pickle_never_runs(as_torch_file, tmp_path, data_dir):
         path.write_bytes(pickle.dumps(payload))
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
-    refused(invoke("eval", path, "--data-dir", data_dir), 1, "refused")
-    refused(invoke("train", "--resume", path, "--data-dir", data_dir), 1, "refused")
+    one_error_line(invoke("eval", path, "--data-dir", data_dir), 1, "refused")
+    one_error_line(invoke("train", "--resume", path, "--data-dir", data_dir), 1, "refused")
     assert not marker.exists()
 
 
@@ -210,8 +204,8 @@ def test_cli_resume_continues_in_the_run_folder(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "epoch 3/3" in result.stdout and "epoch 1/3" not in result.stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
-    refused(invoke("train", "--resume", out, "--data-dir", data_dir), 2, "nothing to resume")
-    refused(invoke("train", "--resume", out, "--lr", "0.1", "--data-dir", data_dir), 2, "drop --lr")
+    one_error_line(invoke("train", "--resume", out, "--data-dir", data_dir), 2, "nothing to resume")
+    one_error_line(invoke("train", "--resume", out, "--lr", "0.1", "--data-dir", data_dir), 2, "drop --lr")
 
 
 # ---- interrupts -------------------------------------------------------------------------------
@@ -297,7 +291,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_
 def test_divergence_is_one_line_from_the_cli(data_dir, tmp_path):
     result = invoke("train", "--lr", "1e30", "--epochs", 1, "--max-batches", 3, "--data-dir", data_dir,
                     "--out", tmp_path / "run", "--device", "cpu")  # fmt: skip
-    refused(result, 1, "diverged")
+    one_error_line(result, 1, "diverged")
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
@@ -337,7 +331,7 @@ def test_damaged_data_is_refused_and_left_alone(kind, text, fresh_data_dir, tmp_
     raw = fresh_data_dir / "MNIST" / "raw"
     damage(raw, kind)
     before = {p.name: digest(p) for p in raw.iterdir()}
-    refused(invoke("train", "--data-dir", fresh_data_dir, "--out", tmp_path / "run", "--device", "cpu"), 1, text)
+    one_error_line(invoke("train", "--data-dir", fresh_data_dir, "--out", tmp_path / "run", "--device", "cpu"), 1, text)
     assert {p.name: digest(p) for p in raw.iterdir()} == before
 
 
@@ -348,7 +342,7 @@ def test_unwritable_output_folder_is_refused_before_training(data_dir, tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     for out in (blocker, blocker / "run"):
-        refused(invoke("train", "--data-dir", data_dir, "--out", out, "--device", "cpu"), 2, "cannot write")
+        one_error_line(invoke("train", "--data-dir", data_dir, "--out", out, "--device", "cpu"), 2, "cannot write")
     assert blocker.read_text() == "keep me"
 
 
@@ -359,7 +353,7 @@ def test_existing_run_is_kept_unless_overwrite(good_run, data_dir, tmp_path):
         (out / name).write_bytes((good_run / name).read_bytes())
     before = {p.name: digest(p) for p in out.iterdir()}
     args = ("train", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out, "--device", "cpu")
-    refused(invoke(*args), 2, "already holds a run")
+    one_error_line(invoke(*args), 2, "already holds a run")
     assert {p.name: digest(p) for p in out.iterdir()} == before
     result = invoke(*args, "--overwrite")
     assert result.exit_code == 0, result.output
