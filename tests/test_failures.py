@@ -165,3 +165,13 @@ def test_a_faint_sixteen_bit_png_is_as_blank_as_its_eight_bit_twin(tmp_path):
     for name in ("faint8.png", "faint16.png"):
         with pytest.raises(Mnist20kError, match="no ink found"):
             read_digit(tmp_path / name)
+
+
+def test_a_sixteen_bit_png_on_grey_paper_reads_as_its_eight_bit_twin(tmp_path):
+    grey = np.full((80, 60), 50_000, dtype=np.uint16)  # grey paper, above 255: clipping would lose it all
+    grey[10:70, 26:34] = 10_000
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    Image.fromarray((grey >> 8).astype(np.uint8)).save(tmp_path / "grey8.png")
+    torch.testing.assert_close(
+        read_digit(tmp_path / "grey16.png"), read_digit(tmp_path / "grey8.png"), atol=0.02, rtol=0
+    )
