@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from mnist20k.config import make_config
-from mnist20k.data import MEAN, STD, load_split
-from mnist20k.device import keep_freed_memory, resolve_device
+from mnist20k.data import MEAN, STD
+from mnist20k.device import resolve_device
 from mnist20k.evaluate import evaluate
-from mnist20k.model import build_model, model_kwargs
-from mnist20k.train import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
+from mnist20k.model import build_model
+from mnist20k.train import BatchStep, prepare
 
 PIPELINES = {"seed": None, "mnist20k-seed-recipe": "seed", "mnist20k-default": "default"}  # name -> recipe
 BATCH = 128
@@ -89,29 +89,20 @@ def seed_step(data_dir, dev, workers: int):
 
 
 def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_graph: bool):
-    """What train() does each step under `recipe`: the batch step, the scheduler step, the loss added
-    up. Returns the step, the model, the generator and the test set."""
+    """What train() does each step under `recipe`, on what train() sets up (prepare): the batch step, the
+    scheduler step, the loss added up. Returns the step, the model, the generator and the test set."""
     config = make_config(recipe, amp=amp, compile=compile, cuda_graph=cuda_graph)
-    train_x, train_y = load_split(data_dir, train=True, device=dev)
-    test = load_split(data_dir, train=False, device=dev)
-    model = build_model(config.model, **model_kwargs(config.model, config.dropout))
-    model = model.to(dev, memory_format=torch.channels_last)
-    net = torch.compile(model) if compile else model
-    capture = config.cuda_graph and dev.type == "cuda" and not compile
-    optimizer = make_optimizer(model, config, lr_on_device=capture)
-    scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch(len(train_x), config))
-    gen = torch.Generator(device=dev).manual_seed(0)
-    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
-    loss_sum = torch.zeros((), device=dev)
-    model.train()
+    r = prepare(config, data_dir, out_dir=None, device=str(dev), resume=None, overwrite=False)
+    loss_sum = torch.zeros((), device=r.dev)
+    r.model.train()
 
     def step():
         nonlocal loss_sum
-        idx = torch.randint(0, len(train_x), (config.batch_size,), device=dev, generator=gen)
-        loss_sum += batch_step(idx)
-        scheduler.step()
+        idx = torch.randint(0, r.train_images, (config.batch_size,), device=r.dev, generator=r.gen)
+        loss_sum += r.batch_step(idx)
+        r.scheduler.step()
 
-    return step, model, gen, test
+    return step, r.model, r.gen, r.test
 
 
 def mnist20k_pipeline(data_dir, dev, recipe, steps, warmup, amp, compile, cuda_graph, profile=False):
@@ -185,8 +176,7 @@ def measure(which: str, args: argparse.Namespace) -> dict:
         images_per_s = _time(step, dev, args.steps, args.warmup)
         del loader  # stops the worker processes
         return {"images_per_s": images_per_s}
-    if dev.type == "cpu":
-        keep_freed_memory()  # mnist20k's own setting; the seed's code runs without it
+    # prepare() applies mnist20k's own allocator setting on the CPU; the seed's code runs without it
     ours, eval_s, share = mnist20k_pipeline(
         data_dir, dev, PIPELINES[which], args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
     )
