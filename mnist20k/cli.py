@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,9 @@ except ImportError:  # pragma: no cover
     from click import ClickException as _CliError
 
 from mnist20k import __version__
+from mnist20k.config import PARAM_BUDGET
 from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.options import Device, Format, Recipe, plain, with_settings
+from mnist20k.options import Device, Format, ModelRef, Recipe, plain, with_settings
 
 app = typer.Typer(
     help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
@@ -59,13 +61,18 @@ DataDir = Annotated[
 
 @app.command()
 def summary(
-    model: Annotated[str, typer.Option(help="Network preset: seed or tiny.")] = "seed",
+    model: Annotated[
+        str, typer.Option(help="seed, tiny, or your own network: file.py:Name or package.module:Name.")
+    ] = "seed",
+    budget: Annotated[int, typer.Option(help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
 ) -> None:
-    """Print the network's layer table (torchinfo) and its parameter count against the 20k budget."""
+    """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
     from mnist20k.render import print_summary
 
     try:
-        within_budget = print_summary(model)
+        if budget < 1:
+            raise UsageError(f"--budget must be at least 1, got {budget}")
+        within_budget = print_summary(model, budget)
     except Mnist20kError as e:
         raise _fail(e) from None
     if not within_budget:
@@ -94,35 +101,44 @@ def train(
     overrides = plain(settings)
     try:
         if resume is not None:
-            config, out = _resume_settings(resume, out, overrides)
+            from mnist20k.checkpoint import find_checkpoint
+
+            model = overrides.pop("model")  # names the code of a network of your own, not a new setting
+            given = [k for k, v in overrides.items() if v is not None]
+            if given:
+                flags = ", ".join("--" + k.replace("_", "-") for k in given)
+                raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+            config, model, out = None, model, out or find_checkpoint(resume).parent
         else:
             from mnist20k.config import make_config
             from mnist20k.rundir import new_run_path
 
-            config = make_config(recipe.value, **overrides)
+            config, model = make_config(recipe.value, **overrides), None
             out = out or new_run_path()
         view = TrainView(config, out, resumed=resume is not None)
-        with _stop_on_sigterm():
-            _run_training(config, view, data_dir, out, device, resume, overwrite)
+        with _stop_on_sigterm(), _warnings_as_lines():
+            _run_training(config, view, data_dir, out, device, resume, overwrite, model)
     except Mnist20kError as e:
         raise _fail(e) from None
 
 
-def _resume_settings(resume: Path, out: Path | None, overrides: dict):
-    from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-    from mnist20k.config import from_dict
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """mnist20k's own warnings as one `warning:` line each on stderr; others as Python prints them."""
+    from mnist20k.errors import SourceChanged
 
-    given = [k for k, v in overrides.items() if v is not None]
-    if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
-    path = find_checkpoint(resume)
-    ckpt = load_checkpoint(path)
-    model_from_checkpoint(ckpt)  # a checkpoint whose weights do not fit is refused before anything else
-    config = from_dict(ckpt["config"])
-    if ckpt["epoch"] >= config.epochs:
-        raise UsageError(f"{path} has finished all {config.epochs} epochs: nothing to resume")
-    return config, out or path.parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SourceChanged)
+        python_shows = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, SourceChanged):
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                python_shows(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 class _Terminated(BaseException):
@@ -141,13 +157,13 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_training(config, view, data_dir, out, device, resume, overwrite) -> None:
+def _run_training(config, view, data_dir, out, device, resume, overwrite, model) -> None:
     from mnist20k.train import train as run_training
 
     try:
         metrics = run_training(
-            config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite,
-            on_step=view.step, on_epoch=view.epoch,
+            config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite, model=model,
+            on_start=view.start, on_step=view.step, on_epoch=view.epoch,
         )  # fmt: skip
     except (KeyboardInterrupt, _Terminated) as e:
         view.stop()
@@ -174,6 +190,7 @@ def evaluate(
         Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
     ] = None,
     errors_limit: Annotated[int, typer.Option(help="At most this many tiles in --errors.")] = 100,
+    model: ModelRef = None,
 ) -> None:
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
     from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
@@ -186,8 +203,9 @@ def evaluate(
             raise UsageError(f"--errors-limit must be at least 1, got {errors_limit}")
         if errors is not None and errors.suffix.lower() != ".png":
             raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
-        model, images, labels = load_for_eval(checkpoint, data_dir, device)
-        log_probs = predict_log_probs(model, images, batch_size)  # one pass serves the score and --errors
+        with _warnings_as_lines():
+            network, images, labels = load_for_eval(checkpoint, data_dir, device, model)
+        log_probs = predict_log_probs(network, images, batch_size)  # one pass serves the score and --errors
         score = score_log_probs(log_probs, labels)
         mistakes = []
         if errors is not None:
@@ -213,6 +231,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
     device: Device = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
+    model: ModelRef = None,
 ) -> None:
     """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""
     import torch
@@ -225,7 +244,8 @@ def predict(
 
     try:
         dev = resolve_device(device)
-        model = load_model(checkpoint, dev)
+        with _warnings_as_lines():
+            network = load_model(checkpoint, dev, model)
     except Mnist20kError as e:
         raise _fail(e) from None
     digits, paths, failed = [], [], 0
@@ -236,7 +256,7 @@ def predict(
         except Mnist20kError as e:
             typer.echo(f"error: {e}", err=True)
             failed += 1
-    predictions = classify(model, torch.stack(digits).to(dev), paths) if digits else []
+    predictions = classify(network, torch.stack(digits).to(dev), paths) if digits else []
     if json_output:
         for p in predictions:
             typer.echo(json.dumps(p.to_dict()))
@@ -258,13 +278,17 @@ def export_network(
         bool, typer.Option("--verify/--no-verify", help="Check the export against PyTorch on the 10,000 test images.")
     ] = True,
     data_dir: DataDir = None,
+    model: ModelRef = None,
 ) -> None:
     """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
     from mnist20k.export import TOLERANCE, export
     from mnist20k.render import say
 
     try:
-        path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir)
+        with _warnings_as_lines():
+            path, checked = export(
+                checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model
+            )
     except Mnist20kError as e:
         raise _fail(e) from None
     say(f"wrote {path} ({path.stat().st_size:,} bytes)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from mnist20k.errors import UsageError
+from mnist20k.refs import SHAPES, check_reference, is_reference
 
 
 def setting(default, help: str):
@@ -14,7 +15,9 @@ def setting(default, help: str):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = setting("seed", "Network: seed (18,448 parameters) or tiny (7,736).")
+    model: str = setting(
+        "seed", "Network: seed (18,448 parameters), tiny (7,736), or your own: file.py:Name, package.module:Name."
+    )
     epochs: int = setting(20, "Passes over the 60,000 training images.")
     batch_size: int = setting(128, "Images per optimizer step.")
     lr: float = setting(0.05, "Peak learning rate of the one-cycle schedule, or the constant one; tiny: 0.1.")
@@ -59,6 +62,7 @@ SCHEDULES = ("onecycle", "constant")
 CHOICES = {"schedule": SCHEDULES}  # settings with a fixed set of values
 DEVICES = ("auto", "cpu", "cuda", "mps")  # "cuda:1" names one of several GPUs
 TRAIN_IMAGES = 60_000
+PARAM_BUDGET = 20_000  # the challenge: under 20,000 parameters
 
 
 def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
@@ -70,6 +74,8 @@ def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
     if unknown:
         raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "dropout" in given and is_reference(given.get("model", "")):
+        raise UsageError("--dropout sets the built-in networks' dropout; a network of your own has its own")
     base = RECIPES[recipe]
     if recipe != "seed":  # the seed's recipe is the seed document's, for every network
         base = replace(base, **MODEL_DEFAULTS.get(given.get("model", base.model), {}))
@@ -82,8 +88,13 @@ def validate(c: TrainConfig) -> None:
     """Raise UsageError for settings no run can use, before any data is read."""
     from mnist20k.model import MODELS
 
+    if is_reference(c.model):
+        check_reference(c.model)  # the text only: the code is imported when the network is built
     checks = [
-        (c.model in MODELS, f"unknown model {c.model!r}; choose one of: {', '.join(MODELS)}"),
+        (
+            c.model in MODELS or is_reference(c.model),
+            f"unknown model {c.model!r}; choose one of: {', '.join(MODELS)}, or give {SHAPES}",
+        ),
         (c.epochs >= 1, f"--epochs must be at least 1, got {c.epochs}"),
         (
             1 <= c.batch_size <= TRAIN_IMAGES,

@@ -27,3 +27,8 @@ class TrainingDiverged(Mnist20kError):
 
 class OutputError(Mnist20kError):
     """A file of the run could not be written: a full disk, a folder made read-only."""
+
+
+class SourceChanged(UserWarning):
+    """The source file of a user's network differs from the one its checkpoint was trained with: its
+    weights are still loaded, if they fit."""

@@ -33,11 +33,15 @@ class Verified:
 
 
 def inference_network(model: nn.Module) -> fx.GraphModule:
-    """`model` in eval mode as a traced graph without Dropout or BatchNorm layers: each BatchNorm is folded
-    into the next convolution, whose weights change in place (pass a network you no longer need).
-    Refuses a network where a BatchNorm feeds anything else."""
+    """`model` in eval mode as a traced graph without Dropout layers, each BatchNorm folded into the next
+    convolution, whose weights change in place (pass a network you no longer need). A BatchNorm that
+    feeds anything else (a padded convolution, in a network of your own) stays as it is."""
     model = model.eval()
-    graph = fx.symbolic_trace(model)
+    try:
+        graph = fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow in a network of the user's own
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise Mnist20kError(f"cannot export this network: torch.fx cannot trace its forward() ({first})") from None
     modules = dict(graph.named_modules())
     # Dropout first: in eval mode it passes its input on, and a BatchNorm then feeds the conv directly.
     for kinds in ((nn.Dropout, nn.Dropout2d, nn.Identity), (nn.BatchNorm2d,)):
@@ -47,7 +51,8 @@ def inference_network(model: nn.Module) -> fx.GraphModule:
                 continue
             if isinstance(layer, nn.BatchNorm2d):
                 with torch.no_grad():
-                    _fold_into_next_conv(node, layer, modules)
+                    if not _fold_into_next_conv(node, layer, modules):
+                        continue
             node.replace_all_uses_with(node.args[0])
             graph.graph.erase_node(node)
     graph.graph.lint()
@@ -56,21 +61,23 @@ def inference_network(model: nn.Module) -> fx.GraphModule:
     return graph
 
 
-def _fold_into_next_conv(node: fx.Node, bn: nn.BatchNorm2d, modules: dict) -> None:
+def _fold_into_next_conv(node: fx.Node, bn: nn.BatchNorm2d, modules: dict) -> bool:
     """bn(x) = scale * x + shift per channel; conv(scale * x + shift) = conv'(x) with the weights scaled per
     input channel and the shift's contribution added to the bias. Exact for a convolution without padding,
-    also after an average pool (the pool of scale * x + shift is scale * pool(x) + shift)."""
+    also after an average pool (the pool of scale * x + shift is scale * pool(x) + shift). False, and
+    nothing changed, where the BatchNorm feeds anything else: padding would pad with zeros, not shift."""
     nxt = _only_user(node)
     if nxt is not None and isinstance(modules.get(nxt.target), nn.AvgPool2d):
         nxt = _only_user(nxt)
     conv = modules.get(nxt.target) if nxt is not None and nxt.op == "call_module" else None
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or any(conv.padding) or conv.padding_mode != "zeros":
-        raise Mnist20kError(f"cannot fold BatchNorm {node.target}: it does not feed an unpadded convolution")
+        return False
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
     bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
     conv.bias = nn.Parameter(bias + (conv.weight * shift[None, :, None, None]).sum((1, 2, 3)))
     conv.weight.mul_(scale[None, :, None, None])
+    return True
 
 
 def _only_user(node: fx.Node) -> fx.Node | None:
@@ -171,6 +178,7 @@ def export(
     overwrite: bool = False,
     check: bool = True,
     data_dir: Path | str | None = None,
+    model: str | None = None,
 ) -> tuple[Path, Verified | None]:
     """Write the checkpoint's network as `fmt` to `out` (default: model.onnx / model.pt beside the
     checkpoint). With `check`, the exported network is first run on the 10,000 test images beside the
@@ -185,11 +193,11 @@ def export(
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
     ckpt = load_checkpoint(source)
-    network = inference_network(model_from_checkpoint(ckpt))
+    network = inference_network(model_from_checkpoint(ckpt, model))
     data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
     verified = None
     if check:
-        verified = verify(model_from_checkpoint(ckpt), data, fmt, *load_split(data_dir, train=False))
+        verified = verify(model_from_checkpoint(ckpt, model), data, fmt, *load_split(data_dir, train=False))
     try:
         atomic_write(path, lambda f: f.write(data))
     except OSError as e:

@@ -72,3 +72,13 @@ Device = Annotated[
         help="auto picks CUDA, then Apple's MPS, then the CPU.",
     ),
 ]
+
+
+ModelRef = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="FILE.py:NAME",
+        help="Your own network's code, when the checkpoint holds one: mnist20k imports code only when you name it.",
+    ),
+]

@@ -134,7 +134,7 @@ def _centre(digit: torch.Tensor) -> torch.Tensor:
 def predict(model: nn.Module, digits: torch.Tensor, paths: list[str]) -> list[Prediction]:
     """digits: (N, 28, 28) in [0, 1], ink bright."""
     model.eval()
-    probs = model(normalize(digits[:, None])).exp()
+    probs = F.softmax(model(normalize(digits[:, None])).float(), dim=1)  # of logits or log-probabilities alike
     top = probs.topk(3, dim=1)
     return [
         Prediction(path, int(idx[0]), [(int(i), float(p)) for i, p in zip(idx, val, strict=True)])

@@ -20,11 +20,13 @@ def say(text: str, style: str | None = None) -> None:
     console.print(text, style=style, markup=False, highlight=False)
 
 
-def print_summary(name: str) -> bool:
-    """The torchinfo table and the budget line; True when the model is within the 20k budget."""
+def print_summary(name: str, budget: int) -> bool:
+    """The torchinfo table, the receptive field and the challenge's checklist; True when the network is
+    within `budget` parameters."""
     import torchinfo
 
-    from mnist20k.model import PARAM_BUDGET, build_model, count_params
+    from mnist20k.anatomy import inspect_network
+    from mnist20k.model import build_model, count_params
 
     model = build_model(name)
     stats = torchinfo.summary(
@@ -36,11 +38,34 @@ def print_summary(name: str) -> bool:
         verbose=0,
     )
     print(stats)  # plain print: torchinfo lays out its own fixed-width table
+    anatomy = inspect_network(model)
+    field = anatomy.field
+    if field is None:
+        say(f"Receptive field: {anatomy.field_note}")
+    else:
+        h, w = field.pixels
+        least = "at least " if field.clipped else ""
+        say(
+            f"Receptive field: {least}{h}×{w} pixels of the 28×28 input, seen by each position of "
+            f"{field.layer}'s {field.grid[0]}×{field.grid[1]} output, the last spatial feature map"
+        )
     total = count_params(model)
-    ok = total <= PARAM_BUDGET
-    verdict = f"{PARAM_BUDGET - total:,} to spare" if ok else f"{total - PARAM_BUDGET:,} OVER"
-    say(f"Budget: {total:,} / {PARAM_BUDGET:,} parameters ({verdict})", style="green" if ok else "bold red")
+    ok = total <= budget
+    head = [f"global average pooling ({', '.join(anatomy.gap)})"] if anatomy.gap else []
+    head += [f"fully connected ({', '.join(anatomy.linear)})"] if anatomy.linear else []
+    say("Checklist (the challenge's usual rules; only the parameter budget sets the exit code):")
+    _check(anatomy.batchnorm > 0, "BatchNorm", f"{anatomy.batchnorm} layers" if anatomy.batchnorm else "none")
+    _check(anatomy.dropout > 0, "Dropout", f"{anatomy.dropout} layers" if anatomy.dropout else "none")
+    _check(bool(head), "GAP or FC head", " and ".join(head) or "neither among the network's layers")
+    verdict = f"{budget - total:,} to spare" if ok else f"{total - budget:,} OVER"
+    _check(ok, "parameters", f"{total:,} / {budget:,}")
+    say(f"Budget: {total:,} / {budget:,} parameters ({verdict})", style="green" if ok else "bold red")
     return ok
+
+
+def _check(ok: bool, rule: str, detail: str) -> None:
+    mark = Text("  ✓ " if ok else "  ✗ ", style="green" if ok else "yellow")
+    console.print(mark + Text(f"{rule:<15} {detail}"), highlight=False)
 
 
 class SpeedColumn(ProgressColumn):
@@ -60,7 +85,8 @@ def epoch_line(r: dict, epochs: int) -> str:
 class TrainView:
     """Progress bar per epoch, one line per finished epoch, a table at the end."""
 
-    def __init__(self, config: TrainConfig, out: Path, resumed: bool = False):
+    def __init__(self, config: TrainConfig | None, out: Path, resumed: bool = False):
+        """`config` may wait for start(): a resumed run's settings are known once its checkpoint is read."""
         self.config, self.out, self.resumed = config, Path(out), resumed
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
@@ -77,14 +103,20 @@ class TrainView:
         self.last_epoch = 0
         self.started = False
 
-    def start(self) -> None:
-        """The run's header line and the live progress; called with the first progress report, so that
-        a run refused before training (data, device, run folder) prints its error line alone."""
+    def start(self, config: TrainConfig | None = None, params: int | None = None) -> None:
+        """The run's header line and the live progress: train() calls this once everything is checked, so
+        that a run refused before training (network, data, device, run folder) prints its error line alone."""
+        from mnist20k.config import PARAM_BUDGET
+
         self.started = True
-        c = self.config
+        c = self.config = config or self.config
         verb = "resuming" if self.resumed else "training"
+        size = ""
+        if params is not None:
+            over = "within" if params <= PARAM_BUDGET else "OVER"
+            size = f" ({params:,} parameters, {over} the {PARAM_BUDGET:,} budget)"
         say(
-            f"{verb} {c.model} for {c.epochs} epochs (batch {c.batch_size}, lr {c.lr}, {c.schedule}, "
+            f"{verb} {c.model}{size} for {c.epochs} epochs (batch {c.batch_size}, lr {c.lr}, {c.schedule}, "
             f"seed {c.seed}) -> {self.out}"
         )
         self.progress.start()
@@ -113,7 +145,7 @@ class TrainView:
     def interrupted_message(self) -> str:
         if not self.last_epoch and not self.resumed:
             return "interrupted before the first epoch ended: no checkpoint was written"
-        return f"interrupted: the last completed epoch is saved; resume with: mnist20k train --resume {self.out}"
+        return f"interrupted: the last completed epoch is saved; resume with: {resume_command(self.out, self.config)}"
 
     def finish(self, metrics: list[dict], curves: bool) -> None:
         table = Table(title="epochs", title_justify="left")
@@ -146,6 +178,14 @@ class TrainView:
             say(f"curves: {self.out / 'curves.png'}")
         else:
             say("curves.png skipped: it needs matplotlib (pip install 'mnist20k[plot]')")
+
+
+def resume_command(out: Path, config: TrainConfig | None) -> str:
+    """The command that continues a run; a network of your own is named again (checkpoints never import code)."""
+    from mnist20k.refs import is_reference
+
+    command = f"mnist20k train --resume {out}"
+    return command + f" --model {config.model}" if config is not None and is_reference(config.model) else command
 
 
 def sparkline(values: list[float]) -> str:

@@ -17,17 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist20k import __version__
-from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from mnist20k.checkpoint import find_checkpoint, load_checkpoint, network_from_checkpoint
 from mnist20k.config import TrainConfig, from_dict, make_config
 from mnist20k.data import augment, load_split, normalize
 from mnist20k.device import keep_freed_memory, resolve_device
 from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
-from mnist20k.model import build_model, model_kwargs
+from mnist20k.model import build_network, count_params, model_record
+from mnist20k.refs import Source
 from mnist20k.rundir import RunDir
 
 StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, mean loss so far
 EpochCallback = Callable[[dict], None]  # the epoch's metrics record
+StartCallback = Callable[[TrainConfig, int], None]  # the run's settings and its network's parameter count
 
 REPORT_EVERY_S = 0.25  # progress reports cost a host sync each, so they are rationed by time
 
@@ -155,6 +157,7 @@ class Run:
     config: TrainConfig
     dev: torch.device
     model: nn.Module
+    source: Source | None  # where a network of the user's own came from; None for a built-in
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator  # shuffling and augmentation
@@ -173,6 +176,8 @@ def train(
     device: str = "auto",
     resume: Path | str | None = None,
     overwrite: bool = False,
+    model: str | None = None,
+    on_start: StartCallback | None = None,
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict]:
@@ -185,9 +190,13 @@ def train(
     it must be the checkpoint's.
     An `out_dir` that already holds a run is refused unless `overwrite`, or unless it is the run
     being resumed. Returns one metrics record per epoch, the resumed ones included.
-    `on_step` reports an epoch's last step just before its test set is scored.
+    To resume a network of your own, `model` names its code again (a checkpoint never does; see refs.py).
+    `on_start` is called once everything is ready and checked, before the first step; `on_step`
+    reports an epoch's last step just before its test set is scored.
     """
-    r = prepare(config, data_dir, out_dir, device, resume, overwrite)
+    r = prepare(config, data_dir, out_dir, device, resume, overwrite, model)
+    if on_start is not None:
+        on_start(r.config, count_params(r.model))
     c, metrics = r.config, r.metrics
     steps = steps_per_epoch(r.train_images, c)
     for epoch in range(len(metrics) + 1, c.epochs + 1):
@@ -230,9 +239,9 @@ def train(
     return metrics
 
 
-def prepare(config, data_dir, out_dir, device, resume, overwrite) -> Run:
-    """Device, data, run folder, network, optimizer and schedule, restored from `resume` if given.
-    Every refusal (data, device, folder, checkpoint) comes before anything is written."""
+def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str | None = None) -> Run:
+    """Device, network, data, run folder, optimizer and schedule, restored from `resume` if given.
+    Every refusal (network, data, device, folder, checkpoint) comes before anything is written."""
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
         saved = from_dict(ckpt["config"])
@@ -244,6 +253,14 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite) -> Run:
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()
+    # The network first: a user's network that fails to build is told before any data is read.
+    torch.manual_seed(config.seed)
+    if ckpt is not None:
+        model, source = network_from_checkpoint(ckpt, model_ref)  # weights that do not fit are refused first
+        if ckpt["epoch"] >= config.epochs:
+            raise UsageError(f"{find_checkpoint(resume)} has finished all {config.epochs} epochs: nothing to resume")
+    else:
+        model, source = build_network(config.model, config.dropout)
     # Data before the run folder: a data error then leaves no empty run folder behind.
     train_x, train_y = load_split(data_dir, train=True, device=dev)
     test = load_split(data_dir, train=False, device=dev)
@@ -252,12 +269,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite) -> Run:
         same_run = resume is not None and folder.checkpoint.resolve() == find_checkpoint(resume).resolve()
         folder.check(overwrite=overwrite or same_run)
 
-    torch.manual_seed(config.seed)
     gen = torch.Generator(device=dev).manual_seed(config.seed)
-    if ckpt is not None:
-        model = model_from_checkpoint(ckpt)
-    else:
-        model = build_model(config.model, **model_kwargs(config.model, config.dropout))
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
     model = model.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
@@ -272,7 +284,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite) -> Run:
         metrics = list(ckpt["metrics"])
     if folder is not None:
         folder.start(asdict(config), metrics)
-    return Run(config, dev, model, optimizer, scheduler, gen, batch_step, len(train_x), test, folder, metrics)
+    return Run(config, dev, model, source, optimizer, scheduler, gen, batch_step, len(train_x), test, folder, metrics)
 
 
 def _checkpoint_state(r: Run, metrics: list[dict]) -> dict:
@@ -282,7 +294,7 @@ def _checkpoint_state(r: Run, metrics: list[dict]) -> dict:
     c = r.config
     return {
         "mnist20k_version": __version__,
-        "model": {"name": c.model, "kwargs": model_kwargs(c.model, c.dropout)},
+        "model": model_record(c.model, c.dropout, r.source),
         "model_state": r.model.state_dict(),
         "config": asdict(c),
         "epoch": len(metrics),

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnist20k.config import make_config
+from mnist20k.config import PARAM_BUDGET, make_config
 from mnist20k.errors import UsageError
-from mnist20k.model import PARAM_BUDGET, build_model, count_params
+from mnist20k.model import build_model, count_params
 
 # The seed document's torchsummary table: (layer type, output shape without batch, parameters).
 SEED_TABLE = [

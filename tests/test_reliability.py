@@ -113,7 +113,7 @@ EXPECTED = {
     "foreign dict": "not an mnist20k checkpoint",
     "newer format": "newer than this mnist20k reads",
     "weights of another model": "do not fit the model",
-    "unknown model": "do not fit the model",
+    "unknown model": "names a network this mnist20k cannot build",
     "missing keys": "incomplete mnist20k checkpoint",
 }
 

@@ -100,7 +100,9 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
     for idx in idxs[:5]:
         train_step(model, opt, images[idx], labels[idx], CONFIG, gen)
         sched.step()
-    run = SimpleNamespace(config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen)
+    run = SimpleNamespace(
+        config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen, source=None
+    )
     state = _checkpoint_state(run, [])
     torch.save(state, tmp_path / "c.pt")
     ckpt = torch.load(tmp_path / "c.pt", weights_only=True)

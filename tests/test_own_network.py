@@ -1,0 +1,327 @@
+"""A network of the user's own, named by `--model file.py:Name` or `package.module:Name`: built, summarized,
+trained, scored, resumed; every bad reference told in one line, with nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from conftest import one_error_line
+from torch import nn
+from typer.testing import CliRunner
+
+from mnist20k.anatomy import inspect_network
+from mnist20k.checkpoint import load_checkpoint
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.errors import UsageError
+from mnist20k.evaluate import predict_log_probs
+from mnist20k.model import build_model, count_params
+from mnist20k.refs import ModelCodeError
+from mnist20k.train import train
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+NET = '''
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import block  # a module of the user's own, beside this file
+
+
+class Net(nn.Module):
+    """4 conv blocks, global average pooling, logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(block(1, 8), block(8, 8), nn.MaxPool2d(2), block(8, 12), block(12, 16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def make():
+    """A factory: what --model may name instead of a class."""
+    return Net()
+
+
+class LogProbs(Net):
+    def forward(self, x):
+        return F.log_softmax(super().forward(x), dim=1)
+
+
+SOMETHING = 3
+
+
+def needs(width):
+    return Net()
+
+
+def fails():
+    return Net(width=4)
+
+
+def not_a_module():
+    return "a network"
+
+
+class Wide(Net):
+    def forward(self, x):
+        return super().forward(x).repeat(1, 2)
+
+
+class Pair(Net):
+    def forward(self, x):
+        return super().forward(x), x
+
+
+class ThreeChannels(Net):
+    def forward(self, x):
+        return super().forward(x.repeat(1, 3, 1, 1))
+'''
+
+HELPERS = """
+from torch import nn
+
+
+def block(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+"""
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A folder of the user's: their network, a helper it imports, broken files, a package."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "net.py").write_text(NET)
+    (folder / "helpers.py").write_text(HELPERS)
+    (folder / "syntax.py").write_text("from torch import nn\n\nclass Net(nn.Module)\n    pass\n")
+    (folder / "imports.py").write_text("import torch\nimport no_such_package_here\n")
+    package = folder / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(HELPERS + NET.split("\n\n\n", 1)[1])
+    monkeypatch.chdir(folder)  # package.module references import from the working folder, as python -m does
+    return folder
+
+
+@pytest.mark.parametrize("ref", ["net.py:Net", "net.py:make", "userpkg.nets:Net", "net.py:LogProbs"])
+def test_a_class_a_factory_and_a_module_reference_build_a_network(user_dir, ref):
+    model = build_model(ref)
+    assert isinstance(model, torch.nn.Module) and count_params(model) == count_params(build_model("net.py:Net"))
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_an_absolute_path_works_from_any_folder(user_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(build_model(f"{user_dir / 'net.py'}:Net"), torch.nn.Module)
+
+
+def test_the_files_folder_is_importable_while_it_loads(tmp_path, monkeypatch):
+    import sys
+
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "aside_only_here.py").write_text(HELPERS)
+    (folder / "uses.py").write_text(NET.replace("from helpers import", "from aside_only_here import"))
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(build_model("elsewhere/uses.py:Net"), torch.nn.Module)
+    assert str(folder) not in sys.path  # only while it loads
+
+
+def test_logits_and_log_probabilities_score_alike(user_dir):
+    torch.manual_seed(0)
+    logits = build_model("net.py:Net").eval()
+    log_probs = build_model("net.py:LogProbs").eval()
+    log_probs.load_state_dict(logits.state_dict())
+    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
+    a, b = predict_log_probs(logits, images), predict_log_probs(log_probs, images)
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a.exp().sum(1), torch.ones(20))
+
+
+LINE_OF_FAILS = NET.splitlines().index("    return Net(width=4)") + 1
+LINE_OF_FORWARD = NET.splitlines().index("        return self.head(self.body(x).mean((2, 3)))") + 1
+
+# name -> (reference, exit code, text of the one line)
+BAD = {
+    "no file": ("missing.py:Net", 2, "no such file"),
+    "no such name": ("net.py:Nope", 2, "has no 'Nope'"),
+    "not callable": ("net.py:SOMETHING", 2, "is a int, not an nn.Module class or a function"),
+    "a module": ("net.py:nn", 2, "is a module, not an nn.Module class"),
+    "needs arguments": ("net.py:needs", 2, "needs arguments (width)"),
+    "no module": ("no_such_pkg.nets:Net", 2, "no module named 'no_such_pkg'"),
+    "no name": ("net.py:", 2, "is not a reference"),
+    "no file or module": (":Net", 2, "is not a reference"),
+    "not an identifier": ("net.py:1Net", 2, "is not a reference"),
+    "not a file or module": ("my net:Net", 2, "neither a .py file nor a dotted module name"),
+    "factory raises": ("net.py:fails", 1, f"net.py:{LINE_OF_FAILS}: TypeError: Net.__init__() got an unexpected"),
+    "syntax error": ("syntax.py:Net", 1, "syntax.py:3: SyntaxError: expected ':'"),
+    "import error": ("imports.py:Net", 1, "imports.py:2: ModuleNotFoundError: No module named 'no_such_package_here'"),
+    # torch raises it, several frames down; the line the user needs is theirs
+    "fails in forward": ("net.py:ThreeChannels", 1, f"net.py:{LINE_OF_FORWARD}: RuntimeError: Given groups=1"),
+    "not a module returned": ("net.py:not_a_module", 1, "returned a str, not an nn.Module"),
+    "wrong shape": ("net.py:Wide", 1, "came out as (2, 20), not (2, 10)"),
+    "not a tensor": ("net.py:Pair", 1, "forward() returned a tuple, not a tensor"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_reference_is_one_line_and_writes_nothing(case, user_dir, data_dir):
+    ref, code, text = BAD[case]
+    before = sorted(p.name for p in user_dir.rglob("*") if "__pycache__" not in p.parts)
+    one_error_line(invoke("summary", "--model", ref), code, text)
+    train_args = ("train", "--model", ref, "--data-dir", data_dir, "--device", "cpu", "--out", user_dir / "run")
+    one_error_line(invoke(*train_args), code, text)
+    assert sorted(p.name for p in user_dir.rglob("*") if "__pycache__" not in p.parts) == before
+
+
+def test_a_bad_reference_from_python_raises_the_same_errors(user_dir):
+    with pytest.raises(UsageError, match="no such file"):
+        build_model("missing.py:Net")
+    with pytest.raises(ModelCodeError, match="came out as"):
+        build_model("net.py:Wide")
+    with pytest.raises(UsageError, match="neither a .py file"):
+        make_config(model="my net:Net")
+    with pytest.raises(UsageError, match="--dropout sets the built-in networks"):
+        make_config(model="net.py:Net", dropout=0.1)
+
+
+# ---- summary: receptive field and checklist ---------------------------------------------------
+
+PADDED = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),  # 28x28, field 3, step 1
+            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),  # 14x14, 3 + 2*1 = 5, step 2
+            nn.Conv2d(8, 8, 5, padding=2), nn.ReLU(),  # 14x14, 5 + 4*2 = 13
+            nn.MaxPool2d(2),  # 7x7, 13 + 1*2 = 15, step 4
+            nn.Dropout(0.1),
+        )
+        self.fc = nn.Linear(8 * 7 * 7, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1))
+"""
+
+
+def test_receptive_field_of_seed_is_the_layer_arithmetic():
+    # 3x3 convs add 2 each (3, 5), the 1x1 conv nothing, the 2x2 pool 1 and doubles the step (6),
+    # then three 3x3 convs at step 2 add 4 each: 10, 14, 18.
+    field = inspect_network(build_model("seed")).field
+    assert (field.layer, field.grid, field.pixels, field.clipped) == ("block4", (6, 6), (18, 18), False)
+
+
+def test_receptive_field_of_a_one_channel_network_sees_past_max_pool_routing():
+    # One channel: a max-pool passes one image's gradient through one pixel of each window, so the field
+    # needs many probe images. 3x3 conv: 3; 2x2 pool: 4, step 2; 3x3 conv: 4 + 2*2 = 8.
+    torch.manual_seed(0)
+    narrow = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 3), nn.Flatten())
+    assert inspect_network(narrow).field.pixels == (8, 8)
+
+
+def test_receptive_field_with_padding_and_stride(tmp_path):
+    (tmp_path / "padded.py").write_text(PADDED)
+    anatomy = inspect_network(build_model(f"{tmp_path / 'padded.py'}:Net"))
+    assert anatomy.field.pixels == (15, 15) and anatomy.field.grid == (7, 7) and not anatomy.field.clipped
+    assert (anatomy.batchnorm, anatomy.dropout, anatomy.gap, anatomy.linear) == (0, 1, [], ["fc"])
+
+
+def test_summary_of_your_network_prints_field_and_checklist(user_dir):
+    result = invoke("summary", "--model", "net.py:Net")
+    assert result.exit_code == 0, result.output
+    params = count_params(build_model("net.py:Net"))
+    assert f"Total params: {params:,}" in result.stdout
+    assert "Receptive field: 14×14 pixels" in result.stdout  # 3, 5, pool 6, then +4 twice
+    assert "✓ BatchNorm       4 layers" in result.stdout and "✗ Dropout         none" in result.stdout
+    assert "✓ GAP or FC head  fully connected (head)" in result.stdout  # the mean in forward() is not a layer
+    over = invoke("summary", "--model", "net.py:Net", "--budget", str(params - 1))
+    assert over.exit_code == 1 and f"{params:,} / {params - 1:,} parameters (1 OVER)" in over.stdout
+    one_error_line(invoke("summary", "--budget", "0"), 2, "--budget must be at least 1")
+
+
+# ---- train, eval, predict, resume, export -----------------------------------------------------
+
+SHORT = ["--epochs", "2", "--max-batches", "3", "--batch-size", "32", "--device", "cpu"]
+
+
+def test_train_eval_predict_resume_of_your_network(user_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            make_config(model="net.py:Net", epochs=2, max_batches=3, batch_size=32),
+            data_dir=data_dir, out_dir=out, device="cpu", on_epoch=_stop_after_first,
+        )  # fmt: skip
+    ckpt = load_checkpoint(out)
+    source = (user_dir / "net.py").resolve()
+    assert ckpt["model"] == {
+        "ref": "net.py:Net",
+        "path": str(source),
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+    }  # where the code was, never the code
+
+    # without --model, nothing imports the user's code: each command says which reference to pass
+    for args in (["eval", out], ["predict", out, "x.png"], ["train", "--resume", out], ["export", out]):
+        one_error_line(invoke(*args, "--data-dir", data_dir) if args[0] != "predict" else invoke(*args), 2,
+                       "pass --model net.py:Net")  # fmt: skip
+
+    resumed = invoke("train", "--resume", out, "--model", "net.py:Net", "--data-dir", data_dir, "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch 2/2" in resumed.stdout and "epoch 1/2" not in resumed.stdout
+    uninterrupted = train(
+        make_config(model="net.py:Net", epochs=2, max_batches=3, batch_size=32), data_dir=data_dir, device="cpu"
+    )
+    assert [r["test_correct"] for r in load_checkpoint(out)["metrics"]] == [r["test_correct"] for r in uninterrupted]
+
+    scored = invoke("eval", out, "--model", "net.py:Net", "--data-dir", data_dir, "--device", "cpu", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert f'"correct": {uninterrupted[-1]["test_correct"]}' in scored.stdout
+
+    from PIL import Image
+
+    digit = Image.new("L", (28, 28), 255)
+    digit.paste(0, (12, 4, 16, 24))  # a dark stroke on white paper: a one
+    digit.save(tmp_path / "one.png")
+    read = invoke("predict", out, tmp_path / "one.png", "--model", "net.py:Net", "--device", "cpu", "--json")
+    assert read.exit_code == 0 and '"digit"' in read.stdout, read.output
+
+
+def _stop_after_first(record):
+    if record["epoch"] == 1:
+        raise KeyboardInterrupt
+
+
+def test_train_header_states_parameters_against_the_budget(user_dir, data_dir, tmp_path):
+    result = invoke("train", "--model", "net.py:Net", *SHORT, "--data-dir", data_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    params = count_params(build_model("net.py:Net"))
+    assert f"training net.py:Net ({params:,} parameters, within the 20,000 budget)" in result.stdout
+
+
+def test_a_changed_source_warns_and_still_loads(user_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(make_config(model="net.py:Net", epochs=1, max_batches=2, batch_size=32), data_dir=data_dir, out_dir=out)
+    same = invoke("eval", out, "--model", "net.py:Net", "--data-dir", data_dir, "--device", "cpu")
+    assert same.exit_code == 0 and "warning" not in same.stderr, same.output
+    (user_dir / "net.py").write_text(NET + "\n# a comment changes the file, not the weights\n")
+    changed = invoke("eval", out, "--model", "net.py:Net", "--data-dir", data_dir, "--device", "cpu")
+    assert changed.exit_code == 0, changed.output
+    assert changed.stderr.strip() == f"warning: {(user_dir / 'net.py').resolve()} has changed since this checkpoint " \
+        "was saved; loading its weights into it as it is"  # fmt: skip
+    (user_dir / "net.py").write_text(NET.replace("block(12, 16)", "block(12, 24)").replace("(16, 10)", "(24, 10)"))
+    wider = invoke("eval", out, "--model", "net.py:Net", "--data-dir", data_dir)
+    assert wider.exit_code == 1 and "Traceback" not in wider.output
+    warning, error = wider.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and error.startswith("error: checkpoint weights do not fit the model")
