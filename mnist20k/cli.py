@@ -177,6 +177,82 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite, model)
     view.finish(metrics, curves=save_curves(metrics, Path(out) / "curves.png"))
 
 
+@app.command("sweep")
+@with_settings
+def sweep_command(
+    seeds: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SEEDS", help="Seeds: a range 1-5, a list '1 3 7' or 1,3,7; repeatable. (default: 1-5)"),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=V1,V2", help="A grid: every value of KEY, each seed; repeat for more keys."),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Runs at once, each its own process (default: 1 on a CPU, up to 4 on a GPU).")
+    ] = None,
+    target: Annotated[float, typer.Option(help="Accuracy in percent every seed must hold.")] = 99.4,
+    last: Annotated[int, typer.Option(help="...on each of its last this many epochs.")] = 3,
+    recipe: Annotated[Recipe, typer.Option(help="Base settings for every run, as for train.")] = Recipe.default,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder: run folders and sweep.json (default: runs/sweep-<date>_<time>).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a different sweep, or the runs, already in --out.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    **settings,
+) -> None:
+    """Train many seeds (and a grid of settings) as ordinary runs; mean ± std, and whether every seed holds the target.
+
+    Running the same command into the same --out again skips finished runs and resumes unfinished ones."""
+    from mnist20k import sweep as sweeps
+    from mnist20k.render import SweepView, say
+
+    overrides = plain(settings)
+    try:
+        if jobs is not None and jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        if last < 1:
+            raise UsageError(f"--last must be at least 1, got {last}")
+        if not 0 < target <= 100:
+            raise UsageError(f"--target is a percentage in (0, 100], got {target}")
+        seed_list = sweeps.parse_seeds(seeds or ["1-5"])
+        values = sweeps.parse_grid(grid or [], overrides)
+        from mnist20k.rundir import new_run_path
+
+        out = out or new_run_path("runs", prefix="sweep-")
+        runs = sweeps.plan(recipe.value, overrides, values, seed_list, out)
+        sweeps.check_folder(out, sweeps.identity(recipe.value, overrides, values), overwrite)
+        sweeps.check_runs_can_start(runs, data_dir)
+        job = sweeps.Sweep(
+            out, runs, sweeps.identity(recipe.value, overrides, values), device, data_dir,
+            jobs or sweeps.default_jobs(device, len(runs)), target, last, overwrite,
+        )  # fmt: skip
+        view = SweepView(sum(r.config.epochs for r in runs), last, target)
+        say(f"sweep of {len(runs)} runs, {job.jobs} at a time -> {out}")
+        try:
+            record = sweeps.run(job, on_start=view.start, on_poll=view.poll, on_done=view.done)
+        except sweeps.Interrupted as e:
+            view.stop()
+            typer.echo(
+                f"interrupted: each run's last completed epoch is saved in {out}; to continue, run the same "
+                f"command with --out {out}",
+                err=True,
+            )
+            raise typer.Exit(e.code) from None
+        finally:
+            view.stop()
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    if json_output:
+        typer.echo(json.dumps(sweeps.summary_object(record)))
+    else:
+        view.finish(record)
+    if any(r["status"] == "failed" for c in record["configurations"] for r in c["runs"]):
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist20k.config import TrainConfig
-from mnist20k.results import TARGET, loop_seconds, time_to_target
+from mnist20k.results import TARGET, loop_seconds, lowest_of_last, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
@@ -236,3 +236,105 @@ def print_score(score, checkpoint: Path) -> None:
         cells = [f"[green]{n}[/]" if i == digit else (f"[red]{n}[/]" if n else "·") for i, n in enumerate(row)]
         confusion.add_row(str(digit), *cells)
     console.print(confusion)
+
+
+class SweepView:
+    """A live bar over every epoch of every run, one line per finished run, a table per configuration."""
+
+    def __init__(self, total_epochs: int, last: int, target: float):
+        self.last, self.target = last, target
+        self.progress = Progress(
+            TextColumn("sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,  # plain lines only in a log or a pipe
+        )
+        self.task = self.progress.add_task("", total=total_epochs)
+
+    def start(self, jobs: list) -> None:
+        for job in jobs:
+            if job.state == "done":
+                say(f"{run_label(job.run)}: finished before, skipped")
+            elif job.state == "resume":
+                say(f"{run_label(job.run)}: resuming after its last saved epoch")
+        self.progress.start()
+
+    def poll(self, epochs_done: int) -> None:
+        self.progress.update(self.task, completed=epochs_done)
+
+    def done(self, job, metrics: list[dict]) -> None:
+        if job.state != "done":
+            from mnist20k.sweep import last_log_line
+
+            say(f"{run_label(job.run)}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
+            return
+        final = metrics[-1]["test_accuracy"]
+        lowest = lowest_of_last(metrics, self.last)
+        say(
+            f"{run_label(job.run)}: final {final:.2f}%, lowest of the last {self.last} {lowest:.2f}% "
+            f"({job.seconds:.0f} s)"
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def finish(self, record: dict) -> None:
+        self.stop()
+        for configuration in record["configurations"]:
+            print_configuration(configuration, self.last, self.target)
+        say(verdict(record), style="green" if record["holds"] else "yellow")
+
+
+def run_label(run) -> str:
+    from mnist20k.sweep import configuration_name
+
+    return f"seed {run.seed}" + (f" {configuration_name(run.grid)}" if run.grid else "")
+
+
+def print_configuration(configuration: dict, last: int, target: float) -> None:
+    from mnist20k.sweep import configuration_name
+
+    s = configuration["summary"]
+    name = configuration_name(configuration["grid"])
+    table = Table(title=Text(name or "runs"), title_justify="left")
+    for col in ("seed", "final accuracy", f"lowest of last {last}", f"time to {target:.2f}%", "loop seconds"):
+        table.add_column(col, justify="right")
+    for run in configuration["runs"]:
+        key = str(run["seed"])
+        if run["status"] != "done":
+            table.add_row(key, run["status"], "", "", "")
+            continue
+        reached = s["time_to_target"][key]
+        table.add_row(
+            key,
+            f"{s['final_accuracy'][key]:.2f}%",
+            f"{s['lowest_of_last'][key]:.2f}%",
+            f"{reached['seconds']:.1f} s ({reached['epoch']})" if reached else "never",
+            f"{s['loop_seconds'][key]:.1f}",
+        )
+    if s["mean"] is not None:
+        std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
+        table.add_row("mean", f"{s['mean']:.2f}%{std}", "", "", "", style="bold")
+        table.add_row("min", f"{s['min']:.2f}%", "", "", "")
+    console.print(table)
+
+
+def verdict(record: dict) -> str:
+    """Whether every seed of every configuration held the target on each of its last epochs, and if not, which
+    missed it."""
+    target, last = record["target"], record["last"]
+    rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
+    if not record["complete"]:
+        return f"{rule}: not known yet, some runs have not finished"
+    from mnist20k.sweep import configuration_name
+
+    misses = [
+        f"seed {seed}" + (f" ({configuration_name(c['grid'])})" if c["grid"] else "")
+        for c in record["configurations"]
+        for seed in c["summary"]["misses"]
+    ]
+    return f"{rule}: yes" if not misses else f"{rule}: no ({', '.join(misses)} missed it)"

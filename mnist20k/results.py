@@ -3,7 +3,8 @@ how steady its last epochs were. Plain functions of the records in metrics.jsonl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import asdict, dataclass
 
 TARGET = 99.4  # percent: the challenge's line
 
@@ -32,3 +33,26 @@ def loop_seconds(metrics: list[dict]) -> float:
 def lowest_of_last(metrics: list[dict], k: int) -> float:
     """The lowest test accuracy among the last `k` epochs: how steady the run ended."""
     return min(r["test_accuracy"] for r in metrics[-k:])
+
+
+def summarize(runs: dict[int, list[dict]], target: float = TARGET, last: int = 3) -> dict:
+    """Many seeds of one configuration, from their records: each seed's final accuracy, the lowest of its
+    last `last` epochs and its time to `target`; mean, standard deviation (None for one run) and minimum
+    of the final accuracies; and whether every seed held `target` on each of its last `last` epochs."""
+    finals = {seed: metrics[-1]["test_accuracy"] for seed, metrics in runs.items()}
+    lowest = {seed: lowest_of_last(metrics, last) for seed, metrics in runs.items()}
+    reached = {seed: time_to_target(metrics, target) for seed, metrics in runs.items()}
+    values = list(finals.values())
+    misses = [seed for seed, low in lowest.items() if low < target]
+    return {
+        "seeds": list(runs),
+        "final_accuracy": {str(s): v for s, v in finals.items()},
+        "lowest_of_last": {str(s): v for s, v in lowest.items()},
+        "time_to_target": {str(s): asdict(r) if r else None for s, r in reached.items()},
+        "loop_seconds": {str(s): loop_seconds(m) for s, m in runs.items()},
+        "mean": statistics.mean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values) if values else None,
+        "misses": misses,
+        "holds": bool(values) and not misses,
+    }

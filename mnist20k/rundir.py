@@ -14,9 +14,9 @@ from mnist20k.errors import OutputError, UsageError
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME)
 
 
-def new_run_path(parent: Path | str = "runs") -> Path:
+def new_run_path(parent: Path | str = "runs", prefix: str = "") -> Path:
     """runs/2026-01-31_12-00-00, with a suffix when two runs start in the same second."""
-    base = Path(parent) / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = Path(parent) / (prefix + datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     path, n = base, 1
     while path.exists():
         n += 1

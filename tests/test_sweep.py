@@ -1,0 +1,216 @@
+"""`mnist20k sweep`: seeds and grids expand as stated, runs in parallel give the numbers of runs one at a
+time, an interrupted sweep resumes to the result of an uninterrupted one, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import one_error_line
+from typer.testing import CliRunner
+
+from mnist20k.checkpoint import load_checkpoint
+from mnist20k.cli import app
+from mnist20k.errors import UsageError
+from mnist20k.render import verdict
+from mnist20k.results import summarize
+from mnist20k.sweep import parse_grid, parse_seeds, plan
+
+runner = CliRunner()
+
+# Two seeds of a few short epochs: long enough to interrupt in the middle of a run, seconds in all.
+SMALL = ["--seeds", "1-2", "--epochs", "4", "--max-batches", "8", "--batch-size", "64", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def epochs_of(out: Path) -> dict:
+    """seed folder -> its per-epoch records without the timings, as sweep.json holds them."""
+    record = json.loads((out / "sweep.json").read_text())
+    return {
+        r["folder"]: [{k: v for k, v in e.items() if k != "seconds"} for e in r["epochs"]]
+        for c in record["configurations"]
+        for r in c["runs"]
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir) -> Path:
+    """The sweep run from start to end, one run at a time."""
+    out = tmp_path_factory.mktemp("sweeps") / "reference"
+    result = invoke("sweep", *SMALL, "--jobs", "1", "--data-dir", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# ---- what runs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given, seeds",
+    [(["1-5"], [1, 2, 3, 4, 5]), (["1 3 7"], [1, 3, 7]), (["1,3", "8-9"], [1, 3, 8, 9]), (["2-3 3-4"], [2, 3, 4])],
+)
+def test_seeds_take_lists_and_ranges(given, seeds):
+    assert parse_seeds(given) == seeds
+
+
+def test_a_grid_is_every_combination_for_every_seed(tmp_path):
+    grid = parse_grid(["lr=0.05,0.1", "batch-size=32,64", "nesterov=off"], {})
+    assert grid == {"lr": [0.05, 0.1], "batch_size": [32, 64], "nesterov": [False]}
+    runs = plan("default", {"epochs": 3}, grid, [1, 2], tmp_path)
+    assert len(runs) == 2 * 2 * 1 * 2
+    assert [str(r.folder.relative_to(tmp_path)) for r in runs[:3]] == [
+        "lr=0.05,batch_size=32,nesterov=off/seed-1",
+        "lr=0.05,batch_size=32,nesterov=off/seed-2",
+        "lr=0.05,batch_size=64,nesterov=off/seed-1",
+    ]
+    last = runs[-1].config
+    assert (last.lr, last.batch_size, last.nesterov, last.seed, last.epochs) == (0.1, 64, False, 2, 3)
+    assert runs[-1].flags == (
+        "--recipe", "default", "--epochs", "3", "--lr", "0.1", "--batch-size", "64", "--no-nesterov", "--seed", "2"
+    )  # fmt: skip
+    assert [str(r.folder.relative_to(tmp_path)) for r in plan("fast", {}, {}, [4], tmp_path)] == ["seed-4"]
+
+
+BAD = {
+    "reversed range": (["--seeds", "5-1"], "reversed range"),
+    "no seeds": (["--seeds", " "], "no seeds given"),
+    "not a seed": (["--seeds", "one"], "is not a seed or a range"),
+    "unknown key": (["--set", "speed=1,2"], "unknown setting 'speed'"),
+    "wrong type": (["--set", "lr=fast"], "lr takes a number, not 'fast'"),
+    "not a whole number": (["--set", "epochs=1.5"], "epochs takes a whole number"),
+    "not on or off": (["--set", "nesterov=maybe"], "nesterov is on or off"),
+    "no values": (["--set", "lr="], "write KEY=VALUE"),
+    "seed in the grid": (["--set", "seed=1,2"], "the seeds come from --seeds"),
+    "key twice": (["--set", "lr=0.1", "--set", "lr=0.2"], "given twice"),
+    "option and grid": (["--lr", "0.1", "--set", "lr=0.2"], "--lr and --set lr both set it"),
+    "no jobs": (["--jobs", "0"], "--jobs must be at least 1"),
+    "impossible value": (["--set", "epochs=0,2"], "--epochs must be at least 1"),
+    "no last epochs": (["--last", "0"], "--last must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_and_creates_nothing(case, data_dir, tmp_path):
+    args, text = BAD[case]
+    out = tmp_path / "sweep"
+    one_error_line(invoke("sweep", *args, "--data-dir", data_dir, "--out", out, "--device", "cpu"), 2, text)
+    assert not out.exists()
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+def test_the_reference_sweep_writes_run_folders_and_its_record(reference, data_dir):
+    for seed in (1, 2):
+        ckpt = load_checkpoint(reference / f"seed-{seed}")
+        assert ckpt["epoch"] == 4 and ckpt["config"]["seed"] == seed
+    record = json.loads((reference / "sweep.json").read_text())
+    assert record["complete"] and record["seeds"] == [1, 2] and record["settings"]["overrides"]["epochs"] == 4
+    (configuration,) = record["configurations"]
+    finals = [r["epochs"][-1]["test_accuracy"] for r in configuration["runs"]]
+    assert configuration["summary"]["mean"] == statistics.mean(finals)  # from the runs' own records
+    # eval works on a sweep's run folder as on any other
+    scored = invoke("eval", reference / "seed-2", "--data-dir", data_dir, "--device", "cpu", "--json")
+    assert json.loads(scored.stdout)["accuracy"] == finals[1]
+
+
+def test_two_jobs_give_exactly_the_numbers_of_one(reference, data_dir, tmp_path):
+    out = tmp_path / "parallel"
+    result = invoke("sweep", *SMALL, "--jobs", "2", "--data-dir", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "2 at a time" in result.stdout
+    assert epochs_of(out) == epochs_of(reference)
+
+
+def test_rerun_skips_finished_runs_and_a_different_sweep_is_refused(reference, data_dir, tmp_path):
+    stamps = {p: p.stat().st_mtime_ns for p in reference.glob("seed-*/checkpoint.pt")}
+    again = invoke("sweep", *SMALL, "--data-dir", data_dir, "--out", reference, "--json")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("finished before, skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in reference.glob("seed-*/checkpoint.pt")} == stamps
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    record = json.loads((reference / "sweep.json").read_text())
+    assert summary["configurations"][0]["summary"] == record["configurations"][0]["summary"]
+
+    other = invoke("sweep", *SMALL, "--lr", "0.1", "--data-dir", data_dir, "--out", reference)
+    one_error_line(other, 2, "holds a different sweep; pass --overwrite")
+    assert {p: p.stat().st_mtime_ns for p in reference.glob("seed-*/checkpoint.pt")} == stamps
+    (tmp_path / "notes.txt").write_text("mine")
+    one_error_line(invoke("sweep", *SMALL, "--data-dir", data_dir, "--out", tmp_path), 2, "holds no sweep.json")
+
+
+def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(reference, data_dir, tmp_path):
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "mnist20k", "sweep", *SMALL, "--data-dir", str(data_dir), "--out", str(out)]
+    # A shell starts background jobs with SIGINT ignored; give the child the default, as a terminal's job has.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
+    first = out / "seed-1" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (first.exists() and first.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, in the middle of the first run
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: each run's last completed epoch is saved in {out}; to continue, run the same command "
+        f"with --out {out}"
+    )
+    saved = [load_checkpoint(p)["epoch"] for p in sorted(out.glob("seed-*/checkpoint.pt"))]
+    assert saved and sum(saved) < 8, saved  # stopped before the sweep's 2 x 4 epochs were done
+    assert not json.loads((out / "sweep.json").read_text())["complete"]
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "seed 1: resuming after its last saved epoch" in resumed.stdout or saved[0] == 4
+    assert epochs_of(out) == epochs_of(reference)
+
+
+# ---- the summary ------------------------------------------------------------------------------
+
+
+def records(*accuracies: float) -> list[dict]:
+    return [{"epoch": i + 1, "test_accuracy": a, "seconds": 10.0} for i, a in enumerate(accuracies)]
+
+
+def test_summary_is_statistics_of_the_records():
+    runs = {
+        1: records(99.1, 99.42, 99.45, 99.50),
+        2: records(99.3, 99.41, 99.39, 99.44),
+        7: records(99.6, 99.61, 99.63),
+    }
+    s = summarize(runs, target=99.4, last=3)
+    finals = [99.50, 99.44, 99.63]
+    assert s["mean"] == statistics.mean(finals) and s["std"] == statistics.stdev(finals) and s["min"] == 99.44
+    assert s["lowest_of_last"] == {"1": 99.42, "2": 99.39, "7": 99.6}
+    assert s["misses"] == [2] and not s["holds"]
+    assert s["time_to_target"]["1"] == {"epoch": 2, "seconds": 20.0} and s["loop_seconds"]["7"] == 30.0
+    assert summarize({1: records(99.5)}, last=3)["std"] is None  # one run has no spread
+    assert summarize(runs, target=99.3, last=2)["holds"]
+
+
+def test_verdict_says_yes_or_which_seeds_miss():
+    def record(misses, grid=None):
+        configuration = {"grid": grid or {}, "summary": {"misses": misses}}
+        return {"target": 99.4, "last": 3, "complete": True, "holds": not misses, "configurations": [configuration]}
+
+    assert verdict(record([])) == "every seed ≥ 99.40% on each of its last 3 epochs: yes"
+    assert verdict(record([2, 5], {"lr": 0.1})).endswith(": no (seed 2 (lr=0.1), seed 5 (lr=0.1) missed it)")
+    assert "not known yet" in verdict({**record([]), "complete": False})
+
+
+def test_seeds_refuse_nonsense():
+    with pytest.raises(UsageError, match="reversed range"):
+        parse_seeds(["3-1"])
+    with pytest.raises(UsageError, match="not a seed"):
+        parse_seeds(["-3"])
