@@ -13,7 +13,7 @@
 set -u -o pipefail
 out=${1:?usage: gpu_suite.sh OUTDIR}
 here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$out/runs" "$out/results"
+mkdir -p "$out/runs" "$out/sweeps"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 failed=0
@@ -39,15 +39,17 @@ if [ -z "${SKIP_TIMING:-}" ]; then
   done
 fi
 
-# 2. Accuracy sweeps, all at once, each seed in its own process: name model recipe seeds [KEY=VALUE ...]
+# 2. Accuracy sweeps (mnist20k sweep), all at once, five runs of each at a time: name model recipe seeds [KEY=VALUE ...]
 list=${SWEEPS_FILE:-$here/gpu_sweeps.txt}
 selected() { grep -v '^#' "$list" | awk -v want=" ${SWEEPS:-} " '!/^ *$/ && (want == "  " || index(want, " " $1 " "))'; }
 while read -r name model recipe seeds sets; do
   [ -n "$name" ] || continue
-  echo "$py $here/sweep.py --device cuda --model $model --recipe $recipe --seeds ${seeds//,/ } --jobs 5 \
---set $sets --out $out/results/$name.json > $out/results/$name.log 2>&1 || echo 'FAILED: sweep $name'"
+  grid=""
+  for pair in $sets; do grid="$grid --set $pair"; done
+  echo "$py -m mnist20k sweep --device cuda --model $model --recipe $recipe --seeds $seeds --jobs 5$grid \
+--out $out/sweeps/$name > $out/sweeps/$name.log 2>&1 || echo 'FAILED: sweep $name'"
 done < <(selected) | xargs -P 0 -I{} bash -c "{}" | tee "$out/sweeps-failed.txt"
 failed=$((failed + $(grep -c FAILED "$out/sweeps-failed.txt")))
-for f in "$out"/results/*.log; do tail -n 1 "$f"; done
+for f in "$out"/sweeps/*.log; do tail -n 1 "$f"; done
 echo "failed parts: $failed"
 exit "$failed"

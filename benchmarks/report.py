@@ -1,43 +1,56 @@
-"""Markdown tables for the README from the sweep results in benchmarks/results/.
+"""Markdown tables for the README from sweep results: the sweep.json of `mnist20k sweep` (a table per
+configuration), and the JSON files of the earlier benchmarks/sweep.py committed in benchmarks/results/.
 
-python benchmarks/report.py benchmarks/results/seed-default.json benchmarks/results/tiny-default.json
+python benchmarks/report.py runs/sweep-seed-default/sweep.json benchmarks/results/seed-default.json
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from mnist20k.results import loop_seconds, lowest_of_last, time_to_target
+from mnist20k.results import TARGET, summarize
 
 
-def table(path: Path) -> str:
+def tables(path: Path) -> list[str]:
     d = json.loads(path.read_text())
-    c = d["config"]
+    if d.get("format") == "mnist20k-sweep":
+        where = f"{d['device']}, torch {d['torch']}, mnist20k {d['mnist20k']}"
+        return [
+            table(f"**{path}** {_grid(c['grid'])}", c["config"], where, c["runs"], d["last"], d["target"])
+            for c in d["configurations"]
+        ]
+    where = f"{d['device']}, torch {d['torch']}"
+    return [table(f"**{path.name}**: recipe `{d['recipe']}`", d["config"], where, d["runs"], 5, TARGET)]
+
+
+def _grid(grid: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in grid.items())
+
+
+def table(title: str, c: dict, where: str, runs: list[dict], last: int, target: float) -> str:
+    done = {r["seed"]: r["epochs"] for r in runs if r.get("status", "done") == "done"}
+    s = summarize(done, target, last)
     lines = [
-        f"**{path.name}**: model `{d['model']}`, {d['epochs']} epochs, recipe `{d['recipe']}` "
-        f"(lr {c['lr']}, {c['schedule']}, dropout {c['dropout']}, rotate {c['rotate']}, translate {c['translate']}), "
-        f"{d['device']}, torch {d['torch']}",
+        f"{title}: model `{c['model']}`, {c['epochs']} epochs (lr {c['lr']}, {c['schedule']}, dropout {c['dropout']}, "
+        f"rotate {c['rotate']}, translate {c['translate']}), {where}",
         "",
-        "| seed | final-epoch accuracy | lowest of the last 5 epochs | time to 99.4% (epoch) | training loop |",
+        f"| seed | final-epoch accuracy | lowest of the last {last} epochs | time to {target}% (epoch) | loop |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
-    finals = []
-    for run in d["runs"]:
-        epochs = run["epochs"]
-        finals.append(epochs[-1]["test_accuracy"])
-        reached = time_to_target(epochs)
-        when = f"{reached.seconds:.1f} s ({reached.epoch})" if reached else "never"
+    for seed in s["seeds"]:
+        key = str(seed)
+        reached = s["time_to_target"][key]
+        when = f"{reached['seconds']:.1f} s ({reached['epoch']})" if reached else "never"
         lines.append(
-            f"| {run['seed']} | {finals[-1]:.2f}% | {lowest_of_last(epochs, 5):.2f}% | {when} "
-            f"| {loop_seconds(epochs):.1f} s |"
+            f"| {seed} | {s['final_accuracy'][key]:.2f}% | {s['lowest_of_last'][key]:.2f}% | {when} "
+            f"| {s['loop_seconds'][key]:.1f} s |"
         )
-    std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-    lines.append(f"| mean ± std | **{statistics.mean(finals):.2f}% ± {std:.2f}** | | | |")
+    std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
+    lines.append(f"| mean{' ± std' if std else ''} | **{s['mean']:.2f}%{std}** | min {s['min']:.2f}% | | |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print("\n\n".join(table(Path(p)) for p in sys.argv[1:]))
+    print("\n\n".join(t for p in sys.argv[1:] for t in tables(Path(p))))

@@ -46,8 +46,8 @@ def print_summary(name: str, budget: int) -> bool:
         h, w = field.pixels
         least = "at least " if field.clipped else ""
         say(
-            f"Receptive field: {least}{h}×{w} pixels of the 28×28 input, seen by each position of "
-            f"{field.layer}'s {field.grid[0]}×{field.grid[1]} output, the last spatial feature map"
+            f"Receptive field: {least}{h}×{w} pixels of the 28×28 input, seen by each position of the last spatial "
+            f"feature map ({field.layer}, {field.grid[0]}×{field.grid[1]})"
         )
     total = count_params(model)
     ok = total <= budget

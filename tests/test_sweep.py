@@ -214,3 +214,13 @@ def test_seeds_refuse_nonsense():
         parse_seeds(["3-1"])
     with pytest.raises(UsageError, match="not a seed"):
         parse_seeds(["-3"])
+
+
+def test_report_renders_a_sweep_json(reference):
+    report = Path(__file__).parent.parent / "benchmarks" / "report.py"
+    done = subprocess.run([sys.executable, str(report), str(reference / "sweep.json")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((reference / "sweep.json").read_text())
+    for run in record["configurations"][0]["runs"]:
+        assert f"| {run['seed']} | {run['epochs'][-1]['test_accuracy']:.2f}% |" in done.stdout
+    assert "lowest of the last 3 epochs" in done.stdout and "| mean ± std |" in done.stdout
