@@ -328,9 +328,18 @@ def verdict(record: dict) -> str:
     missed it."""
     target, last = record["target"], record["last"]
     rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
-    if not record["complete"]:
-        return f"{rule}: not known yet, some runs have not finished"
     from mnist20k.sweep import configuration_name
+
+    if not record["complete"]:
+        failed = [
+            f"seed {r['seed']}" + (f" ({configuration_name(c['grid'])})" if c["grid"] else "")
+            for c in record["configurations"]
+            for r in c["runs"]
+            if r["status"] == "failed"
+        ]
+        if failed:
+            return f"{rule}: not known, {', '.join(failed)} failed (see its train.log)"
+        return f"{rule}: not known yet, some runs have not finished"
 
     misses = [
         f"seed {seed}" + (f" ({configuration_name(c['grid'])})" if c["grid"] else "")

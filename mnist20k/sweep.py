@@ -285,6 +285,9 @@ def run(
         _stop(running)
         write_record(sweep)
         raise Interrupted(143 if isinstance(e, _Terminated) else 130) from None
+    except BaseException:  # the sweep itself failed (a full disk): no run is left behind on its own
+        _stop(running)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     return write_record(sweep)
@@ -299,8 +302,11 @@ def _raise_interrupt(signum, frame):
 
 
 def _start(job: Job, sweep: Sweep) -> None:
-    job.run.folder.mkdir(parents=True, exist_ok=True)
-    job.log = open(job.run.folder / LOG_NAME, "a")  # noqa: SIM115 (closed when the run ends)
+    try:
+        job.run.folder.mkdir(parents=True, exist_ok=True)
+        job.log = open(job.run.folder / LOG_NAME, "a")  # noqa: SIM115 (closed when the run ends)
+    except OSError as e:
+        raise OutputError(f"cannot write to {job.run.folder}: {e.strerror or e}") from None
     command = child_command(job, sweep)
     job.log.write("$ " + shlex.join(["mnist20k", *command[3:]]) + "\n")
     job.log.flush()

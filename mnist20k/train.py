@@ -6,6 +6,7 @@ a notebook or benchmark can pass its own callbacks or none.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from mnist20k.device import keep_freed_memory, resolve_device
 from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.model import build_network, count_params, model_record
-from mnist20k.refs import Source
+from mnist20k.refs import Source, user_code
 from mnist20k.rundir import RunDir
 
 StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, mean loss so far
@@ -197,6 +198,13 @@ def train(
     r = prepare(config, data_dir, out_dir, device, resume, overwrite, model)
     if on_start is not None:
         on_start(r.config, count_params(r.model))
+    # A network of the user's own may fail only in training mode: its error is told as one line, at its line.
+    with user_code(r.source.ref, r.source.roots) if r.source is not None else contextlib.nullcontext():
+        return run_epochs(r, on_step, on_epoch)
+
+
+def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None) -> list[dict]:
+    """The loop of train(): every epoch still to run, each trained, scored, saved and reported."""
     c, metrics = r.config, r.metrics
     steps = steps_per_epoch(r.train_images, c)
     for epoch in range(len(metrics) + 1, c.epochs + 1):

@@ -85,6 +85,13 @@ class Pair(Net):
 class ThreeChannels(Net):
     def forward(self, x):
         return super().forward(x.repeat(1, 3, 1, 1))
+
+
+class TrainOnly(Net):
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("fails in training mode only")
+        return super().forward(x)
 '''
 
 HELPERS = """
@@ -301,6 +308,13 @@ def test_train_eval_predict_resume_of_your_network(user_dir, data_dir, tmp_path)
 def _stop_after_first(record):
     if record["epoch"] == 1:
         raise KeyboardInterrupt
+
+
+def test_an_error_in_training_mode_is_one_line_at_the_users_line(user_dir, data_dir, tmp_path):
+    line = NET.splitlines().index('            raise RuntimeError("fails in training mode only")') + 1
+    result = invoke("train", "--model", "net.py:TrainOnly", *SHORT, "--data-dir", data_dir, "--out", tmp_path / "r")
+    one_error_line(result, 1, f"--model net.py:TrainOnly: net.py:{line}: RuntimeError: fails in training mode only")
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
 def test_train_header_states_parameters_against_the_budget(user_dir, data_dir, tmp_path):

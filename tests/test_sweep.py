@@ -225,3 +225,29 @@ def test_report_renders_a_sweep_json(reference):
     for run in record["configurations"][0]["runs"]:
         assert f"| {run['seed']} | {run['epochs'][-1]['test_accuracy']:.2f}% |" in done.stdout
     assert "lowest of the last 3 epochs" in done.stdout and "| mean ± std |" in done.stdout
+
+
+FAILS_IN_TRAINING = """from torch import nn
+
+
+class Net(nn.Linear):
+    def __init__(self):
+        super().__init__(784, 10)
+
+    def forward(self, x):
+        assert not self.training, "no training"
+        return super().forward(x.flatten(1))
+"""
+
+
+def test_a_failed_run_is_told_and_the_sweep_exits_1(data_dir, tmp_path):
+    net = tmp_path / "fails.py"  # builds and scores, but fails once it trains: found only by the run itself
+    net.write_text(FAILS_IN_TRAINING)
+    out = tmp_path / "sweep"
+    result = invoke("sweep", "--model", f"{net}:Net", "--seeds", "1", "--epochs", "1", "--max-batches", "2",
+                    "--device", "cpu", "--data-dir", data_dir, "--out", out)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"seed 1: failed (exit 1): error: --model {net}:Net: {net}:9: AssertionError: no training" in result.stdout
+    assert result.stdout.strip().endswith("not known, seed 1 failed (see its train.log)")
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["configurations"][0]["runs"][0]["status"] == "failed" and not record["complete"]
