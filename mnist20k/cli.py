@@ -342,6 +342,46 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def draw(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    port: Annotated[int, typer.Option(help="Port of the page on this machine.")] = 8020,
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; other than 127.0.0.1, other machines can reach the page.")
+    ] = "127.0.0.1",
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in your browser.")] = True,
+    device: Device = "auto",
+    model: ModelRef = None,
+) -> None:
+    """Draw digits in your browser and watch the network read them; Ctrl-C stops it."""
+    from mnist20k.checkpoint import load_model
+    from mnist20k.device import resolve_device
+    from mnist20k.draw import LOCAL, DrawServer
+    from mnist20k.render import say
+
+    try:
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port must be between 0 and 65535, got {port}")
+        dev = resolve_device(device)
+        with _warnings_as_lines():
+            network = load_model(checkpoint, dev, model)
+        server = DrawServer(network, dev, host, port)
+    except Mnist20kError as e:
+        raise _fail(e) from None
+    if host not in LOCAL:
+        typer.echo(f"warning: serving on {host}: anyone who can reach this machine can use the page", err=True)
+    say(f"drawing page: {server.url}  (Ctrl-C stops it)")
+    if browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:  # the way it ends
+            say("stopped")
+
+
 @app.command("export")
 def export_network(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],

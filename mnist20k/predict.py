@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -28,25 +29,27 @@ class Prediction:
         return {"file": self.path, "digit": self.digit, "top3": [{"digit": d, "p": p} for d, p in self.top3]}
 
 
-def read_digit(path: Path | str) -> torch.Tensor:
+def read_digit(path: Path | str | BinaryIO, name: str | None = None) -> torch.Tensor:
     """A (28, 28) float image in [0, 1] with the ink bright, prepared as MNIST was: cropped to the
     ink, scaled to fit 20x20 keeping its aspect ratio, and placed with its centre of mass at the
-    centre of a 28x28 field."""
-    gray = _read_gray(path)
+    centre of a 28x28 field. `path` is a file, or the image's bytes in a file object (then `name`
+    says what it is in messages)."""
+    name = name or str(path)
+    gray = _read_gray(path, name)
     # Ink is whatever differs from the paper; the paper is what the border mostly shows.
     border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     paper = border.median()
     ink = (paper - gray) if paper > 0.5 else (gray - paper)
     ink = ink.clamp(min=0)
     if ink.max() <= 0.05:
-        raise Mnist20kError(f"{path}: no ink found: the image is blank")
+        raise Mnist20kError(f"{name}: no ink found: the image is blank")
     ink = ink / ink.max()
     rows, cols = torch.nonzero(ink > INK_THRESHOLD, as_tuple=True)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     return _centre(_fit_20(ink))
 
 
-def _read_gray(path: Path | str) -> torch.Tensor:
+def _read_gray(path: Path | str | BinaryIO, name: str) -> torch.Tensor:
     """(H, W) float in [0, 1], about WORK_SIDE pixels on its longer side at most, from a PNG (8 or 16
     bits, grey or colour, with or without transparency) or a JPEG.
 
@@ -57,8 +60,12 @@ def _read_gray(path: Path | str) -> torch.Tensor:
     from PIL import Image, JpegImagePlugin, PngImagePlugin
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        if hasattr(path, "read"):
+            head = path.read(8)
+            path.seek(0)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(8)
         # The format's own reader, not Image.open: the size check below is ours, made before decoding.
         reader = {b"\x89PNG": PngImagePlugin.PngImageFile, b"\xff\xd8": JpegImagePlugin.JpegImageFile}
         opened = next((r for magic, r in reader.items() if head.startswith(magic)), None)
@@ -68,17 +75,17 @@ def _read_gray(path: Path | str) -> torch.Tensor:
             w, h = image.size
             if w * h > MAX_PIXELS:
                 raise Mnist20kError(
-                    f"{path}: {w:,} x {h:,} pixels ({w * h / 1e6:,.0f} MP) is over the limit of "
+                    f"{name}: {w:,} x {h:,} pixels ({w * h / 1e6:,.0f} MP) is over the limit of "
                     f"{MAX_PIXELS / 1e6:.0f} MP for a photo of a digit; not decoded"
                 )
             image.draft("L", (WORK_SIDE, WORK_SIDE))  # a JPEG decodes at 1/2 to 1/8 of its size at once
             gray, alpha = _gray_bytes(image)
     except FileNotFoundError:
-        raise Mnist20kError(f"{path}: no such file") from None
+        raise Mnist20kError(f"{name}: no such file") from None
     except (IsADirectoryError, PermissionError) as e:
-        raise Mnist20kError(f"{path}: {e.strerror}") from None
+        raise Mnist20kError(f"{name}: {e.strerror}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # Pillow's words for a broken file
-        raise Mnist20kError(f"{path}: not a readable PNG or JPEG (truncated, corrupt or another format)") from None
+        raise Mnist20kError(f"{name}: not a readable PNG or JPEG (truncated, corrupt or another format)") from None
     factor = max(1, math.ceil(max(gray.size) / WORK_SIDE))
     gray = torch.from_numpy(np.array(gray.reduce(factor))).float() / 255  # box average of factor x factor
     if alpha is None:
@@ -131,11 +138,15 @@ def _centre(digit: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def probabilities(model: nn.Module, digits: torch.Tensor) -> torch.Tensor:
+    """(N, 10) probabilities of each digit; digits: (N, 28, 28) in [0, 1], ink bright."""
+    model.eval()
+    return F.softmax(model(normalize(digits[:, None])).float(), dim=1)  # of logits or log-probabilities alike
+
+
 def predict(model: nn.Module, digits: torch.Tensor, paths: list[str]) -> list[Prediction]:
     """digits: (N, 28, 28) in [0, 1], ink bright."""
-    model.eval()
-    probs = F.softmax(model(normalize(digits[:, None])).float(), dim=1)  # of logits or log-probabilities alike
-    top = probs.topk(3, dim=1)
+    top = probabilities(model, digits).topk(3, dim=1)
     return [
         Prediction(path, int(idx[0]), [(int(i), float(p)) for i, p in zip(idx, val, strict=True)])
         for path, idx, val in zip(paths, top.indices, top.values, strict=True)

@@ -1,0 +1,109 @@
+"""`mnist20k draw`: a page to draw digits on, served from this machine, and the one endpoint it asks.
+
+The standard library's HTTP server is enough for one person's page on localhost. It serves exactly two
+things: the page (GET /) and a prediction (POST /predict, a PNG of at most MAX_BODY bytes, answered in
+JSON). Nothing is read from or written to disk after start-up. A drawing goes through `predict`'s own
+reading of an image, so it gets the answer the same picture saved as a file gets.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+
+import torch
+from torch import nn
+
+from mnist20k.errors import Mnist20kError
+
+MAX_BODY = 1_000_000  # bytes: a drawing's PNG is a few kB; a photo does not belong here
+PNG = b"\x89PNG\r\n\x1a\n"
+LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+def page() -> bytes:
+    return resources.files("mnist20k").joinpath("draw.html").read_bytes()
+
+
+def answer(model: nn.Module, device: torch.device, png: bytes) -> dict:
+    """The digit, the ten probabilities and the 28x28 image the network saw, for one PNG."""
+    from mnist20k.predict import probabilities, read_digit
+
+    seen = read_digit(io.BytesIO(png), name="the drawing")
+    probs = probabilities(model, seen[None].to(device))[0].tolist()
+    return {
+        "digit": max(range(10), key=probs.__getitem__),
+        "probabilities": probs,
+        "image": [[round(v, 4) for v in row] for row in seen.tolist()],
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DrawServer
+    server_version = "mnist20k-draw"
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        if self.path not in ("/", "/index.html"):
+            return self._json(HTTPStatus.NOT_FOUND, {"error": "not found: this server has the page (/) and /predict"})
+        self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page)
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path != "/predict":
+            return self._json(HTTPStatus.NOT_FOUND, {"error": "not found: POST a PNG to /predict"})
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the PNG with a Content-Length"})
+        if length > MAX_BODY:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"over {MAX_BODY:,} bytes"})
+        body = self.rfile.read(length)
+        if not body.startswith(PNG):
+            return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "not a PNG"})
+        try:
+            with self.server.lock:
+                result = answer(self.server.model, self.server.device, body)
+        except Mnist20kError as e:  # a blank or broken picture
+            return self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(e)})
+        self._json(HTTPStatus.OK, result)
+
+    def _json(self, status: HTTPStatus, payload: dict) -> None:
+        self._send(status, "application/json", json.dumps(payload).encode())
+
+    def _send(self, status: HTTPStatus, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:  # one line per request is noise in a terminal
+        pass
+
+
+class DrawServer(ThreadingHTTPServer):
+    """The page's server: the network, the page's bytes, and a lock so that one prediction runs at a time."""
+
+    daemon_threads = True
+
+    def __init__(self, model: nn.Module, device: torch.device, host: str = "127.0.0.1", port: int = 8020):
+        import threading
+
+        self.model, self.device, self.page = model.eval(), device, page()
+        self.lock = threading.Lock()
+        try:
+            super().__init__((host, port), Handler)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise Mnist20kError(f"port {port} is in use on {host}: pick another with --port") from None
+            raise Mnist20kError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -1,0 +1,180 @@
+"""`mnist20k draw`: the page's one endpoint answers as `predict` does, refuses what it should and keeps
+serving, serves nothing else; and in a real browser a drawn stroke is read."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import threading
+
+import pytest
+import torch
+from conftest import one_error_line
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from mnist20k.checkpoint import load_model
+from mnist20k.cli import app
+from mnist20k.config import make_config
+from mnist20k.draw import MAX_BODY, DrawServer
+from mnist20k.train import train
+
+runner = CliRunner()
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("draw") / "run"
+    train(make_config(epochs=1, max_batches=4, batch_size=32), data_dir=data_dir, out_dir=out, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    server = DrawServer(load_model(run, CPU), CPU, "127.0.0.1", 0)  # port 0: any free one
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    reply = connection.getresponse()
+    data = reply.read()
+    connection.close()
+    return reply.status, data
+
+
+def stroke_png(path, points=((140, 40), (150, 240))) -> bytes:
+    image = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(image).line(points, fill=0, width=20)
+    image.save(path)
+    return path.read_bytes()
+
+
+def test_the_endpoint_answers_as_predict_does(server, run, tmp_path):
+    png = stroke_png(tmp_path / "stroke.png")
+    status, data = request(server, "POST", "/predict", png, {"Content-Type": "image/png"})
+    assert status == 200
+    answer = json.loads(data)
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "stroke.png"), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.stdout)
+    assert answer["digit"] == predicted["digit"]
+    for top in predicted["top3"]:
+        assert answer["probabilities"][top["digit"]] == top["p"]
+    assert len(answer["image"]) == 28 and all(len(row) == 28 for row in answer["image"])
+
+
+def test_refusals_are_4xx_and_the_server_keeps_serving(server, tmp_path):
+    png = stroke_png(tmp_path / "stroke.png")
+    # Refused from its Content-Length, before the body is read: the client is told while it would still send
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Content-Length", str(MAX_BODY + 1))
+    connection.endheaders()
+    reply = connection.getresponse()
+    assert reply.status == 413 and "over 1,000,000 bytes" in json.loads(reply.read())["error"]
+    connection.close()
+    status, data = request(server, "POST", "/predict", b"GIF89a not a png at all")
+    assert status == 415 and json.loads(data)["error"] == "not a PNG"
+    blank = tmp_path / "blank.png"
+    Image.new("L", (280, 280), 255).save(blank)
+    status, data = request(server, "POST", "/predict", blank.read_bytes())
+    assert status == 422 and "no ink found" in json.loads(data)["error"]
+    status, data = request(server, "POST", "/predict", png[:-200])  # a PNG cut short
+    assert status == 422 and "not a readable PNG" in json.loads(data)["error"]
+    assert request(server, "GET", "/")[0] == 200
+    assert request(server, "POST", "/predict", png)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/../pyproject.toml"),
+        ("GET", "/draw.py"),
+        ("GET", "/predict"),
+        ("POST", "/"),
+        ("GET", "/mnist20k/draw.html"),
+        ("GET", "/%2e%2e/README.md"),
+    ],  # fmt: skip
+)
+def test_nothing_but_the_page_and_the_endpoint_is_served(server, method, path):
+    status, data = request(server, method, path, b"" if method == "POST" else None)
+    assert status == 404 and b"<html" not in data and b"[project]" not in data
+
+
+def test_the_page_is_self_contained(server):
+    status, page = request(server, "GET", "/")
+    assert status == 200 and b"<canvas" in page
+    assert b"http://" not in page and b"https://" not in page and b"<script src" not in page  # works offline
+
+
+def test_a_port_in_use_is_one_line(server, run):
+    port = server.server_address[1]
+    result = runner.invoke(app, ["draw", str(run), "--port", str(port), "--no-browser", "--device", "cpu"])
+    one_error_line(result, 1, f"port {port} is in use on 127.0.0.1: pick another with --port")
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# The background-networking flags: a closed network refuses Chromium's own connections, many at a time.
+HEADLESS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+HEADLESS += ["--disable-component-update", "--disable-sync", "--window-size=900,800"]
+
+
+def browser():
+    """Headless Chromium from the system's packages, driven by Selenium through the system's chromedriver."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None
+    if not (CHROMIUM and CHROMEDRIVER):
+        return None
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in HEADLESS:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def test_a_stroke_drawn_in_a_browser_is_read(server, run, tmp_path):
+    driver = browser()
+    if driver is None:
+        if os.environ.get("MNIST20K_BROWSER_TESTS") == "required":  # CI installs Chromium: there it must run
+            pytest.fail("no Chromium and chromedriver, or no selenium, though MNIST20K_BROWSER_TESTS=required")
+        pytest.skip("needs Chromium, chromedriver and selenium (.ci/run installs them)")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        driver.get(server.url)
+        pad = driver.find_element(By.ID, "pad")
+        strokes = ActionChains(driver).move_to_element_with_offset(pad, -10, -110).click_and_hold()
+        for _ in range(10):
+            strokes = strokes.move_by_offset(2, 22)
+        strokes.release().perform()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "digit").text.strip())
+        shown = int(driver.find_element(By.ID, "digit").text)
+        bars = {int(b.get_attribute("data-digit")): float(b.get_attribute("data-p"))
+                for b in driver.find_elements(By.CSS_SELECTOR, "#bars .bar")}  # fmt: skip
+        drawing = driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")
+    finally:
+        driver.quit()
+    # the page shows what predict makes of the very picture drawn
+    png = tmp_path / "drawn.png"
+    png.write_bytes(base64.b64decode(drawing.split(",", 1)[1]))
+    result = runner.invoke(app, ["predict", str(run), str(png), "--json", "--device", "cpu"])
+    predicted = json.loads(result.stdout)
+    assert shown == predicted["digit"] and sorted(bars) == list(range(10))
+    assert bars[shown] == pytest.approx(predicted["top3"][0]["p"], abs=1e-9)
