@@ -178,3 +178,19 @@ def test_a_stroke_drawn_in_a_browser_is_read(server, run, tmp_path):
     predicted = json.loads(result.stdout)
     assert shown == predicted["digit"] and sorted(bars) == list(range(10))
     assert bars[shown] == pytest.approx(predicted["top3"][0]["p"], abs=1e-9)
+
+
+def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mnist20k", "draw", str(run), "--no-browser", "--port", "0", "--host", "0.0.0.0"]
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (as a terminal's job has it)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
+    line = proc.stdout.readline()
+    assert line.startswith("drawing page: http://0.0.0.0:"), line + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and stdout.strip() == "stopped"
+    assert stderr.strip() == "warning: serving on 0.0.0.0: anyone who can reach this machine can use the page"
