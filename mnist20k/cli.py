@@ -370,15 +370,15 @@ def draw(
         raise _fail(e) from None
     if host not in LOCAL:
         typer.echo(f"warning: serving on {host}: anyone who can reach this machine can use the page", err=True)
-    say(f"drawing page: {server.url}  (Ctrl-C stops it)")
-    if browser:
-        import webbrowser
-
-        webbrowser.open(server.url)
     with server:
         try:
+            say(f"drawing page: {server.url}  (Ctrl-C stops it)")
+            if browser:
+                import webbrowser
+
+                webbrowser.open(server.url)
             server.serve_forever()
-        except KeyboardInterrupt:  # the way it ends
+        except KeyboardInterrupt:  # the way it ends, whenever it comes
             say("stopped")
 
 

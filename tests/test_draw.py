@@ -190,6 +190,11 @@ def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     line = proc.stdout.readline()
     assert line.startswith("drawing page: http://0.0.0.0:"), line + proc.stderr.read()
+    port = int(line.split(":")[3].split("/")[0])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/")
+    assert connection.getresponse().status == 200  # serving, so the Ctrl-C below lands where it would
+    connection.close()
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0 and stdout.strip() == "stopped"
