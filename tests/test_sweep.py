@@ -202,7 +202,7 @@ def test_summary_is_statistics_of_the_records():
 
 def test_verdict_says_yes_or_which_seeds_miss():
     def record(misses, grid=None):
-        configuration = {"grid": grid or {}, "summary": {"misses": misses}}
+        configuration = {"grid": grid or {}, "summary": {"misses": misses}, "runs": [{"seed": 1, "status": "done"}]}
         return {"target": 99.4, "last": 3, "complete": True, "holds": not misses, "configurations": [configuration]}
 
     assert verdict(record([])) == "every seed ≥ 99.40% on each of its last 3 epochs: yes"
