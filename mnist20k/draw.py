@@ -45,6 +45,7 @@ def answer(model: nn.Module, device: torch.device, png: bytes) -> dict:
 class Handler(BaseHTTPRequestHandler):
     server: DrawServer
     server_version = "mnist20k-draw"
+    timeout = 10  # seconds an idle connection (a browser's speculative one) may hold a thread, and so the exit
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         if self.path not in ("/", "/index.html"):
@@ -89,7 +90,9 @@ class Handler(BaseHTTPRequestHandler):
 class DrawServer(ThreadingHTTPServer):
     """The page's server: the network, the page's bytes, and a lock so that one prediction runs at a time."""
 
-    daemon_threads = True
+    # Handler threads are joined when the server closes: a thread still alive while the interpreter exits
+    # can abort it ("terminate called without an active exception") instead of exiting 0.
+    daemon_threads = False
 
     def __init__(self, model: nn.Module, device: torch.device, host: str = "127.0.0.1", port: int = 8020):
         import threading

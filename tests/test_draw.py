@@ -197,5 +197,5 @@ def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
     connection.close()
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and stdout.strip() == "stopped"
+    assert proc.returncode == 0 and stdout.strip() == "stopped", stdout + stderr
     assert stderr.strip() == "warning: serving on 0.0.0.0: anyone who can reach this machine can use the page"
