@@ -258,9 +258,9 @@ class SweepView:
     def start(self, jobs: list) -> None:
         for job in jobs:
             if job.state == "done":
-                say(f"{run_label(job.run)}: finished before, skipped")
+                say(f"{job.run.label}: finished before, skipped")
             elif job.state == "resume":
-                say(f"{run_label(job.run)}: resuming after its last saved epoch")
+                say(f"{job.run.label}: resuming after its last saved epoch")
         self.progress.start()
 
     def poll(self, epochs_done: int) -> None:
@@ -270,14 +270,11 @@ class SweepView:
         if job.state != "done":
             from mnist20k.sweep import last_log_line
 
-            say(f"{run_label(job.run)}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
+            say(f"{job.run.label}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
             return
         final = metrics[-1]["test_accuracy"]
         lowest = lowest_of_last(metrics, self.last)
-        say(
-            f"{run_label(job.run)}: final {final:.2f}%, lowest of the last {self.last} {lowest:.2f}% "
-            f"({job.seconds:.0f} s)"
-        )
+        say(f"{job.run.label}: final {final:.2f}%, lowest of the last {self.last} {lowest:.2f}% ({job.seconds:.0f} s)")
 
     def stop(self) -> None:
         self.progress.stop()
@@ -287,12 +284,6 @@ class SweepView:
         for configuration in record["configurations"]:
             print_configuration(configuration, self.last, self.target)
         say(verdict(record), style="green" if record["holds"] else "yellow")
-
-
-def run_label(run) -> str:
-    from mnist20k.sweep import configuration_name
-
-    return f"seed {run.seed}" + (f" {configuration_name(run.grid)}" if run.grid else "")
 
 
 def print_configuration(configuration: dict, last: int, target: float) -> None:
@@ -328,11 +319,11 @@ def verdict(record: dict) -> str:
     missed it."""
     target, last = record["target"], record["last"]
     rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
-    from mnist20k.sweep import configuration_name
+    from mnist20k.sweep import run_label
 
     if not record["complete"]:
         failed = [
-            f"seed {r['seed']}" + (f" ({configuration_name(c['grid'])})" if c["grid"] else "")
+            run_label(r["seed"], c["grid"])
             for c in record["configurations"]
             for r in c["runs"]
             if r["status"] == "failed"
@@ -341,9 +332,5 @@ def verdict(record: dict) -> str:
             return f"{rule}: not known, {', '.join(failed)} failed (see its train.log)"
         return f"{rule}: not known yet, some runs have not finished"
 
-    misses = [
-        f"seed {seed}" + (f" ({configuration_name(c['grid'])})" if c["grid"] else "")
-        for c in record["configurations"]
-        for seed in c["summary"]["misses"]
-    ]
+    misses = [run_label(seed, c["grid"]) for c in record["configurations"] for seed in c["summary"]["misses"]]
     return f"{rule}: yes" if not misses else f"{rule}: no ({', '.join(misses)} missed it)"

@@ -12,6 +12,7 @@ PyTorch's default thread count whatever --jobs is, since the thread count change
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -106,6 +107,10 @@ class Planned:
     config: TrainConfig
     flags: tuple[str, ...]  # the train options that make `config` from the recipe
 
+    @property
+    def label(self) -> str:
+        return run_label(self.seed, self.grid)
+
 
 def plan(recipe: str, overrides: dict, grid: dict[str, list], seeds: list[int], out: Path) -> list[Planned]:
     """Every configuration of the grid, each seed: checked for sense (make_config) before anything runs."""
@@ -124,6 +129,11 @@ def plan(recipe: str, overrides: dict, grid: dict[str, list], seeds: list[int], 
 def configuration_name(combo: dict) -> str:
     """lr=0.1,batch_size=64: a folder name, with a path in a value made safe."""
     return ",".join(f"{k}={_value_text(v)}" for k, v in combo.items())
+
+
+def run_label(seed: int, grid: dict) -> str:
+    """How a sweep names one run: "seed 2", or "seed 2 (lr=0.1)" in a grid."""
+    return f"seed {seed}" + (f" ({configuration_name(grid)})" if grid else "")
 
 
 def _value_text(value) -> str:
@@ -377,7 +387,7 @@ def build_record(sweep: Sweep) -> dict:
                 {
                     "seed": r.seed,
                     "folder": str(r.folder.relative_to(sweep.out)),
-                    "status": _status(job, r),
+                    "status": _status(job),
                     "epochs": read_metrics(r.folder),
                 }
             )
@@ -404,7 +414,7 @@ def build_record(sweep: Sweep) -> dict:
     }
 
 
-def _status(job: Job | None, run: Planned) -> str:
+def _status(job: Job | None) -> str:
     if job is not None:
         return {"fresh": "pending", "resume": "pending"}.get(job.state, job.state)
     return "pending"
@@ -426,6 +436,7 @@ def summary_object(record: dict) -> dict:
     }
 
 
+@functools.cache  # sweep.json is rewritten after every run; the device does not change
 def device_name(device: str) -> str:
     import torch
 
