@@ -62,7 +62,7 @@ DataDir = Annotated[
 @app.command()
 def summary(
     model: Annotated[
-        str, typer.Option(help="seed, tiny, or your own network: file.py:Name or package.module:Name.")
+        str, typer.Option(help="seed, tiny, micro, or your own network: file.py:Name or package.module:Name.")
     ] = "seed",
     budget: Annotated[int, typer.Option(help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
 ) -> None:

@@ -16,11 +16,12 @@ def setting(default, help: str):
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = setting(
-        "seed", "Network: seed (18,448 parameters), tiny (7,736), or your own: file.py:Name, package.module:Name."
+        "seed",
+        "Network: seed (18,448 parameters), tiny (7,736), micro (3,968), or your own: file.py:Name, pkg.mod:Name.",
     )
     epochs: int = setting(20, "Passes over the 60,000 training images.")
     batch_size: int = setting(128, "Images per optimizer step.")
-    lr: float = setting(0.05, "Peak learning rate of the one-cycle schedule, or the constant one; tiny: 0.1.")
+    lr: float = setting(0.05, "Peak learning rate of the one-cycle schedule, or the constant one; tiny and micro: 0.1.")
     schedule: str = setting("onecycle", "onecycle: warm up, then anneal to ~0 so late epochs settle; or constant.")
     warmup: float = setting(0.2, "Fraction of all steps spent rising to the peak lr (onecycle only).")
     momentum: float = setting(0.9, "SGD momentum.")
@@ -56,7 +57,7 @@ RECIPES: dict[str, TrainConfig] = {
 
 # mnist20k's recipes' settings that differ by model, chosen by the sweeps in benchmarks/results/:
 # the thinner network settles best from a higher peak (0.05 left one tiny seed at 99.39%).
-MODEL_DEFAULTS: dict[str, dict] = {"tiny": {"lr": 0.1}}
+MODEL_DEFAULTS: dict[str, dict] = {"tiny": {"lr": 0.1}, "micro": {"lr": 0.1}}
 
 SCHEDULES = ("onecycle", "constant")
 CHOICES = {"schedule": SCHEDULES}  # settings with a fixed set of values

@@ -37,6 +37,12 @@ def test_summary_of_tiny():
     assert result.exit_code == 0 and "Total params: 7,736" in result.stdout
 
 
+def test_summary_of_micro_within_4000():
+    result = invoke("summary", "--model", "micro", "--budget", 4000)
+    assert result.exit_code == 0 and "Total params: 3,968" in result.stdout
+    assert "Receptive field: 18×18" in result.stdout
+
+
 def test_summary_exits_1_for_a_model_over_budget(monkeypatch):
     from mnist20k import model
 
