@@ -4,7 +4,7 @@ from torch import nn
 
 from mnist20k.config import PARAM_BUDGET, make_config
 from mnist20k.errors import UsageError
-from mnist20k.model import build_model, count_params
+from mnist20k.model import MODELS, build_model, count_params
 
 # The seed document's torchsummary table: (layer type, output shape without batch, parameters).
 SEED_TABLE = [
@@ -72,7 +72,20 @@ def test_tiny_keeps_the_seeds_shape_at_7736_parameters():
     assert table[-1] == ("Conv2d", (10, 1, 1), 160)
 
 
-@pytest.mark.parametrize("name", ["seed", "tiny"])
+def test_micro_is_under_4000_parameters_with_ten_class_maps_averaged():
+    table = layer_table(build_model("micro"))
+    assert sum(row[2] for row in table) == 3_968
+    assert [row[1] for row in table if row[0] == "Conv2d"] == [
+        (8, 26, 26),
+        (8, 24, 24),
+        (12, 10, 10),
+        (12, 8, 8),
+        (10, 6, 6),
+    ]
+    assert table[-1] == ("AvgPool2d", (10, 1, 1), 0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_output_is_log_probabilities(name):
     model = build_model(name).eval()
     out = model(torch.rand(4, 1, 28, 28))
