@@ -445,7 +445,11 @@ def device_name(device: str) -> str:
     dev = resolve_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"{dev.type} ({platform.machine()}, {os.cpu_count()} CPUs)" if dev.type == "cpu" else dev.type
+    if dev.type != "cpu":
+        return dev.type
+    # A CPU run's numbers depend on its thread count (OMP_NUM_THREADS, which every run inherits).
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.machine()}, {os.cpu_count()} CPUs, {threads} thread{'s' * (threads != 1)} a run)"
 
 
 def default_jobs(device: str, n_runs: int) -> int:
