@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import one_error_line
 from typer.testing import CliRunner
 
@@ -115,6 +116,7 @@ def test_the_reference_sweep_writes_run_folders_and_its_record(reference, data_d
         assert ckpt["epoch"] == 4 and ckpt["config"]["seed"] == seed
     record = json.loads((reference / "sweep.json").read_text())
     assert record["complete"] and record["seeds"] == [1, 2] and record["settings"]["overrides"]["epochs"] == 4
+    assert f", {torch.get_num_threads()} thread" in record["device"]  # the runs' thread count sets their numbers
     (configuration,) = record["configurations"]
     finals = [r["epochs"][-1]["test_accuracy"] for r in configuration["runs"]]
     assert configuration["summary"]["mean"] == statistics.mean(finals)  # from the runs' own records
