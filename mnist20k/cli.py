@@ -223,10 +223,11 @@ def sweep_command(
 
         out = out or new_run_path("runs", prefix="sweep-")
         runs = sweeps.plan(recipe.value, overrides, values, seed_list, out)
-        sweeps.check_folder(out, sweeps.identity(recipe.value, overrides, values), overwrite)
+        identity = sweeps.identity(recipe.value, overrides, values)
+        sweeps.check_folder(out, identity, overwrite)
         sweeps.check_runs_can_start(runs, data_dir)
         job = sweeps.Sweep(
-            out, runs, sweeps.identity(recipe.value, overrides, values), device, data_dir,
+            out, runs, identity, device, data_dir,
             jobs or sweeps.default_jobs(device, len(runs)), target, last, overwrite,
         )  # fmt: skip
         view = SweepView(sum(r.config.epochs for r in runs), last, target)
