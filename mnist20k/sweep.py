@@ -38,7 +38,7 @@ SWEEP_FILE = "sweep.json"
 FORMAT = "mnist20k-sweep"
 LOG_NAME = "train.log"  # each run's own output, beside its checkpoint
 POLL_S = 0.5
-STOP_WAIT_S = 120  # after Ctrl-C, how long a run may take to finish saving before it is killed
+STOP_WAIT_S = 120  # after Ctrl-C or SIGTERM, how long a run may take to finish saving before it is killed
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
@@ -262,7 +262,7 @@ def run(
     on_done: Callable[[Job, list[dict]], None] | None = None,
 ) -> dict:
     """Train every planned run not finished yet, --jobs at a time; write sweep.json as runs finish and at the
-    end; return it. Ctrl-C stops every child cleanly (each saves its last completed epoch) and raises
+    end; return it. Ctrl-C or SIGTERM stops every child cleanly (each saves its last completed epoch) and raises
     Interrupted. on_poll gets the epochs completed over all runs, on_done each finished run's records."""
     jobs = [Job(r, run_state(r, sweep.overwrite)) for r in sweep.runs]
     sweep.tracked = jobs
@@ -322,7 +322,7 @@ def _start(job: Job, sweep: Sweep) -> None:
     job.log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     # A session of its own: a terminal's Ctrl-C reaches the sweep alone, which passes it on to each run
-    # once (a run that got it twice could stop in the middle of saving its message).
+    # once, as a SIGTERM (a run that got it twice could stop in the middle of saving its message).
     job.started = time.perf_counter()
     job.process = subprocess.Popen(
         command, stdout=job.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
@@ -337,9 +337,11 @@ def _finish(job: Job) -> None:
 
 
 def _stop(running: list[Job]) -> None:
-    """SIGINT to every run, as Ctrl-C would: each keeps its last completed epoch's checkpoint."""
+    """SIGTERM to every run, which `train` takes as it takes Ctrl-C: each keeps its last completed epoch's
+    checkpoint. Not SIGINT: a sweep started in the background by a script (`nohup mnist20k sweep ... &`)
+    and its runs have SIGINT ignored, as a shell starts every background job."""
     for job in running:
-        job.process.send_signal(signal.SIGINT)
+        job.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_WAIT_S
     for job in running:
         try:

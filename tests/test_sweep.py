@@ -179,6 +179,23 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(reference, dat
     assert epochs_of(out) == epochs_of(reference)
 
 
+def test_a_sweep_started_in_the_background_stops_its_runs_on_sigterm(data_dir, tmp_path):
+    """As `nohup mnist20k sweep ... &` from a script starts it: SIGINT ignored, in the sweep and its runs."""
+    out = tmp_path / "background"
+    command = [sys.executable, "-m", "mnist20k", "sweep", *SMALL, "--data-dir", str(data_dir), "--out", str(out)]
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
+    first = out / "seed-1" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (first.exists() and first.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.terminate()
+    stdout, stderr = proc.communicate(timeout=60)  # the runs are not left to be killed after STOP_WAIT_S
+    assert proc.returncode == 143, stdout + stderr
+    assert "interrupted: the last completed epoch is saved" in (out / "seed-1" / "train.log").read_text()
+
+
 # ---- the summary ------------------------------------------------------------------------------
 
 
