@@ -150,17 +150,25 @@ def test_rerun_skips_finished_runs_and_a_different_sweep_is_refused(reference, d
     one_error_line(invoke("sweep", *SMALL, "--data-dir", data_dir, "--out", tmp_path), 2, "holds no sweep.json")
 
 
-def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(reference, data_dir, tmp_path):
-    out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "mnist20k", "sweep", *SMALL, "--data-dir", str(data_dir), "--out", str(out)]
-    # A shell starts background jobs with SIGINT ignored; give the child the default, as a terminal's job has.
-    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
+def start_until_first_epoch(command: list[str], out: Path, sigint) -> subprocess.Popen:
+    """The sweep process, with SIGINT handled as `sigint`, once its first run has finished an epoch."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )  # fmt: skip
     first = out / "seed-1" / "metrics.jsonl"
     deadline = time.time() + 120
     while not (first.exists() and first.read_text().count("\n") >= 1):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.02)
+    return proc
+
+
+def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(reference, data_dir, tmp_path):
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "mnist20k", "sweep", *SMALL, "--data-dir", str(data_dir), "--out", str(out)]
+    # A shell starts background jobs with SIGINT ignored; give the child the default, as a terminal's job has.
+    proc = start_until_first_epoch(command, out, signal.SIG_DFL)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, in the middle of the first run
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout + stderr
@@ -183,13 +191,7 @@ def test_a_sweep_started_in_the_background_stops_its_runs_on_sigterm(data_dir, t
     """As `nohup mnist20k sweep ... &` from a script starts it: SIGINT ignored, in the sweep and its runs."""
     out = tmp_path / "background"
     command = [sys.executable, "-m", "mnist20k", "sweep", *SMALL, "--data-dir", str(data_dir), "--out", str(out)]
-    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
-    first = out / "seed-1" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (first.exists() and first.read_text().count("\n") >= 1):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = start_until_first_epoch(command, out, signal.SIG_IGN)
     proc.terminate()
     stdout, stderr = proc.communicate(timeout=60)  # the runs are not left to be killed after STOP_WAIT_S
     assert proc.returncode == 143, stdout + stderr
