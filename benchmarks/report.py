@@ -53,4 +53,9 @@ def table(title: str, c: dict, where: str, runs: list[dict], last: int, target: 
 
 
 if __name__ == "__main__":
-    print("\n\n".join(t for p in sys.argv[1:] for t in tables(Path(p))))
+    if not sys.argv[1:] or any(a.startswith("-") for a in sys.argv[1:]):
+        sys.exit(f"usage: python benchmarks/report.py SWEEP.json ...\n\n{__doc__.strip()}")
+    try:
+        print("\n\n".join(t for p in sys.argv[1:] for t in tables(Path(p))))
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")

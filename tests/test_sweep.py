@@ -247,6 +247,9 @@ def test_report_renders_a_sweep_json(reference):
         assert f"| {run['seed']} | {run['epochs'][-1]['test_accuracy']:.2f}% |" in done.stdout
     assert "lowest of the last 3 epochs" in done.stdout and "| mean ± std |" in done.stdout
 
+    missing = subprocess.run([sys.executable, str(report), str(reference / "no.json")], capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+
 
 FAILS_IN_TRAINING = """from torch import nn
 
