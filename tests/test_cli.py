@@ -46,21 +46,8 @@ def test_summary_of_micro_within_4000():
 @pytest.mark.parametrize("name", ["tiny", "micro"])
 def test_a_smaller_preset_trains_and_its_checkpoint_scores_the_same(name, data_dir, tmp_path):
     out = tmp_path / name
-    result = invoke(
-        "train",
-        "--model",
-        name,
-        "--epochs",
-        1,
-        "--max-batches",
-        3,
-        "--device",
-        "cpu",
-        "--data-dir",
-        data_dir,
-        "--out",
-        out,
-    )
+    short = ("--epochs", 1, "--max-batches", 3, "--device", "cpu", "--data-dir", data_dir)
+    result = invoke("train", "--model", name, *short, "--out", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["lr"] == 0.1  # the smaller networks' peak
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
