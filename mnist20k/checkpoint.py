@@ -7,9 +7,9 @@ arbitrary unpickling, and so could run code, is refused rather than loaded.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,35 +17,19 @@ import torch
 from torch import nn
 
 from mnist20k.errors import CheckpointError, SourceChanged
+from mnist20k.files import reason, write_file
 
 FORMAT = "mnist20k-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 REQUIRED_KEYS = ("format", "format_version", "model", "model_state", "config", "epoch", "metrics")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside `path`, then move it over `path` in one step,
-    so a crash mid-write leaves the previous file whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; a run's files should not be
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    atomic_write(path, lambda f: torch.save(state, f))
+    """`state` as a checkpoint at `path`, atomically; a failed write (OutputError) leaves the old file whole."""
+    buffer = io.BytesIO()  # serialized in memory: a checkpoint is a few hundred kB
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buffer)
+    write_file(path, buffer.getvalue())
 
 
 def find_checkpoint(path: Path | str) -> Path:
@@ -71,7 +55,7 @@ def load_checkpoint(path: Path | str) -> dict:
                 warnings.simplefilter("ignore")
                 ckpt = torch.load(f, map_location="cpu", weights_only=True)
     except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        raise CheckpointError(f"cannot read {path}: {reason(e)}") from None
     except CheckpointError:
         raise
     except Exception as e:  # the loader fails in many ways on foreign bytes; each means "refused"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist20k.data import load_split, normalize
-from mnist20k.errors import Mnist20kError
 
 
 @dataclass
@@ -122,7 +122,7 @@ def save_mistake_grid(images: torch.Tensor, mistakes: list[Mistake], path: Path 
     from PIL import Image, ImageDraw, ImageFont
     from torchvision.utils import make_grid
 
-    from mnist20k.checkpoint import atomic_write
+    from mnist20k.files import write_file
 
     tiles = images[[m.index for m in mistakes]].float().cpu() / 255  # (N, 1, 28, 28)
     tiles = F.interpolate(tiles, scale_factor=2, mode="nearest")  # big enough to see
@@ -134,10 +134,9 @@ def save_mistake_grid(images: torch.Tensor, mistakes: list[Mistake], path: Path 
     for i, m in enumerate(mistakes):
         x, y = 2 + (i % per_row) * tile_w, 2 + (i // per_row) * tile_h + tiles.shape[2] - CAPTION_PX
         _caption(draw, font, x + 2, y + 1, str(m.label), f"{m.predicted}  {m.confidence:.0%}")
-    try:
-        atomic_write(Path(path), lambda f: picture.save(f, format="PNG"))
-    except OSError as e:
-        raise Mnist20kError(f"cannot write {path}: {e.strerror or e}") from None
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    write_file(path, png.getvalue())
 
 
 CAPTION_PX = 12  # height of each tile's caption strip, in pixels

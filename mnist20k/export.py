@@ -19,6 +19,7 @@ from torch import fx, nn
 
 from mnist20k.data import MEAN, STD
 from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.files import write_file
 from mnist20k.options import FORMATS
 
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
@@ -183,7 +184,7 @@ def export(
     """Write the checkpoint's network as `fmt` to `out` (default: model.onnx / model.pt beside the
     checkpoint). With `check`, the exported network is first run on the 10,000 test images beside the
     PyTorch one, and nothing is written unless they match; the file is written atomically."""
-    from mnist20k.checkpoint import atomic_write, find_checkpoint, load_checkpoint, model_from_checkpoint
+    from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
     from mnist20k.data import load_split
 
     if fmt not in FORMATS:
@@ -198,8 +199,5 @@ def export(
     verified = None
     if check:
         verified = verify(model_from_checkpoint(ckpt, model), data, fmt, *load_split(data_dir, train=False))
-    try:
-        atomic_write(path, lambda f: f.write(data))
-    except OSError as e:
-        raise Mnist20kError(f"cannot write {path}: {e.strerror or e}") from None
+    write_file(path, data)
     return path, verified

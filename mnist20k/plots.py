@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 
@@ -15,8 +16,8 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
         import matplotlib.ticker
     except ImportError:
         return False
-    from mnist20k.checkpoint import atomic_write
     from mnist20k.errors import OutputError
+    from mnist20k.files import write_file
 
     epochs = [r["epoch"] for r in metrics]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
@@ -33,10 +34,11 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; the run itself is saved") from None
-    finally:
-        plt.close(fig)
+        write_file(path, png.getvalue())
+    except OutputError as e:
+        raise OutputError(f"{e}; the run itself is saved") from None
     return True

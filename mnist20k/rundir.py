@@ -8,8 +8,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from mnist20k.checkpoint import CHECKPOINT_NAME, atomic_write, save_checkpoint
+from mnist20k.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from mnist20k.errors import OutputError, UsageError
+from mnist20k.files import reason, write_file
 
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME)
 
@@ -47,35 +48,38 @@ class RunDir:
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise UsageError(f"cannot write to output folder {self.path}: {e.strerror or e}") from None
+            raise UsageError(f"cannot write to output folder {self.path}: {reason(e)}") from None
 
     def start(self, config: dict, metrics: list[dict]) -> None:
         """Write config.json and metrics.jsonl as of `metrics`: empty for a new run, the checkpoint's
-        epochs for a resumed one (dropping any line written after that checkpoint)."""
-        try:
-            _write_text(self.config, json.dumps(config, indent=2) + "\n")
-            _write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in metrics))
-        except OSError as e:
-            raise OutputError(f"cannot write to {self.path}: {e.strerror or e}") from None
+        epochs for a resumed one (dropping any line written after that checkpoint). A run killed in the
+        middle of a write left a temporary file beside the one it was replacing: it goes now."""
+        for name in RUN_FILES:
+            for unfinished in self.path.glob(f".{name}.*.tmp"):
+                unfinished.unlink(missing_ok=True)
+        write_file(self.config, (json.dumps(config, indent=2) + "\n").encode())
+        write_file(self.metrics, _jsonl(metrics))
 
-    def save_epoch(self, state: dict, record: dict) -> None:
-        """The epoch's checkpoint, then its metrics line: a failure between the two leaves a metrics
-        line missing, never one too many, and a failed checkpoint write leaves the previous one whole."""
-        epoch = record["epoch"]
+    def save_epoch(self, state: dict) -> None:
+        """The epoch's checkpoint, then metrics.jsonl with every epoch up to it, each file replaced whole: a
+        failure between the two leaves a metrics line missing, never one too many or half a one, and a
+        failed checkpoint write leaves the previous checkpoint as it was."""
+        epoch = state["epoch"]
         try:
             save_checkpoint(self.checkpoint, state)
-        except OSError as e:
-            kept = f"{self.checkpoint} is kept as it was" if self.checkpoint.exists() else "no checkpoint was written"
-            raise OutputError(f"cannot save epoch {epoch} in {self.path}: {e.strerror or e}; {kept}") from None
-        try:
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:
+        except OutputError as e:
+            if epoch == 1:
+                raise OutputError(f"{e}; no checkpoint of this run was written") from None
             raise OutputError(
-                f"cannot write {self.metrics}: {e.strerror or e}; epoch {epoch}'s checkpoint is saved, "
-                f"and --resume {self.path} continues after it"
+                f"{e}; {self.checkpoint} still holds epoch {epoch - 1}, and --resume {self.path} continues after it"
+            ) from None
+        try:
+            write_file(self.metrics, _jsonl(state["metrics"]))
+        except OutputError as e:
+            raise OutputError(
+                f"{e}; epoch {epoch}'s checkpoint is saved, and --resume {self.path} continues after it"
             ) from None
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+def _jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()

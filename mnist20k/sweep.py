@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mnist20k import __version__
-from mnist20k.checkpoint import CHECKPOINT_NAME, atomic_write
+from mnist20k.checkpoint import CHECKPOINT_NAME
 from mnist20k.config import TrainConfig, make_config
 from mnist20k.errors import OutputError, UsageError
+from mnist20k.files import reason, write_file
 from mnist20k.results import summarize
 from mnist20k.rundir import RUN_FILES
 
@@ -269,7 +270,7 @@ def run(
     try:
         sweep.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"cannot write to {sweep.out}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write to {sweep.out}: {reason(e)}") from None
     write_record(sweep)
     if on_start is not None:
         on_start(jobs)
@@ -316,7 +317,7 @@ def _start(job: Job, sweep: Sweep) -> None:
         job.run.folder.mkdir(parents=True, exist_ok=True)
         job.log = open(job.run.folder / LOG_NAME, "a")  # noqa: SIM115 (closed when the run ends)
     except OSError as e:
-        raise OutputError(f"cannot write to {job.run.folder}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write to {job.run.folder}: {reason(e)}") from None
     command = child_command(job, sweep)
     job.log.write("$ " + shlex.join(["mnist20k", *command[3:]]) + "\n")
     job.log.flush()
@@ -368,11 +369,7 @@ def last_log_line(job: Job) -> str:
 def write_record(sweep: Sweep) -> dict:
     """DIR/sweep.json: settings, device, versions, every run's epochs and the summary, written atomically."""
     record = build_record(sweep)
-    try:
-        text = json.dumps(record, indent=1) + "\n"
-        atomic_write(sweep.out / SWEEP_FILE, lambda f: f.write(text.encode()))
-    except OSError as e:
-        raise OutputError(f"cannot write {sweep.out / SWEEP_FILE}: {e.strerror or e}") from None
+    write_file(sweep.out / SWEEP_FILE, (json.dumps(record, indent=1) + "\n").encode())
     return record
 
 

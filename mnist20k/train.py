@@ -241,7 +241,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         }
         metrics.append(record)
         if r.folder is not None:
-            r.folder.save_epoch(_checkpoint_state(r, metrics), record)
+            r.folder.save_epoch(_checkpoint_state(r, metrics))
         if on_epoch is not None:
             on_epoch(record)
     return metrics

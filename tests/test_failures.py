@@ -53,40 +53,6 @@ def test_eval_says_which_data_file_it_cannot_read(run, fresh_data_dir, monkeypat
     assert one_error_line(result, 1, "cannot read") == f"error: cannot read {unreadable}: Permission denied"
 
 
-def test_a_disk_that_fills_mid_run_keeps_the_last_checkpoint_whole(data_dir, tmp_path, monkeypatch):
-    real_save, saves = torch.save, []
-
-    def fills_up(obj, f, *args, **kwargs):
-        saves.append(obj["epoch"])
-        if len(saves) == 2:
-            f.write(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", fills_up)
-    out = tmp_path / "run"
-    result = invoke("train", *SHORT, "--data-dir", data_dir, "--out", out)
-    line = one_error_line(result, 1, "No space left on device")
-    kept = f"{out / 'checkpoint.pt'} is kept as it was"
-    assert line == f"error: cannot save epoch 2 in {out}: No space left on device; {kept}"
-    assert load_checkpoint(out)["epoch"] == 1
-    assert sorted(files(out)) == ["checkpoint.pt", "config.json", "metrics.jsonl"]  # no temporary file left
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-
-
-def test_a_run_folder_made_read_only_mid_run_is_one_line(data_dir, tmp_path, monkeypatch):
-    import mnist20k.rundir
-
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    out = tmp_path / "run"
-    monkeypatch.setattr(mnist20k.rundir, "open", refuse, raising=False)  # metrics.jsonl is appended with open()
-    line = one_error_line(invoke("train", *SHORT, "--data-dir", data_dir, "--out", out), 1, "Permission denied")
-    assert "epoch 1's checkpoint is saved" in line and f"--resume {out}" in line
-    assert load_checkpoint(out)["epoch"] == 1
-
-
 def test_a_checkpoint_whose_model_entry_is_not_a_dict_is_refused(run, tmp_path, data_dir):
     ckpt = load_checkpoint(run)
     path = tmp_path / "odd.pt"

@@ -1,0 +1,41 @@
+"""Every file mnist20k writes goes through write_file: whole or not at all, and a failure is one line.
+
+A file is made in memory first (a checkpoint, a PNG, JSON) and then written in one go to a temporary file
+beside its destination, which is moved over the destination in one step. So the serializer never touches
+the disk, and a full disk or a file-size limit shows up as the operating system's own error, not as
+whatever a library's writer makes of a short write (torch.save's zip writer raises a RuntimeError
+"unexpected pos"). The file it replaces stays whole until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from mnist20k.errors import OutputError
+
+
+def write_file(path: Path | str, data: bytes) -> None:
+    """`data` as the whole of `path`, atomically; an OSError becomes OutputError('cannot write PATH: why')."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide the permissions, as for any file the user makes
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {reason(e)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def reason(error: OSError) -> str:
+    """The operating system's words for an OSError: 'No space left on device', 'File too large'."""
+    return error.strerror or str(error)
