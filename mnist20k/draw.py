@@ -4,6 +4,11 @@ The standard library's HTTP server is enough for one person's page on localhost.
 things: the page (GET /) and a prediction (POST /predict, a PNG of at most MAX_BODY bytes, answered in
 JSON). Nothing is read from or written to disk after start-up. A drawing goes through `predict`'s own
 reading of an image, so it gets the answer the same picture saved as a file gets.
+
+It answers only requests addressed to it by name: a page elsewhere on the web can point its own host name
+at 127.0.0.1 (DNS rebinding) and so reach a local server, but the browser then sends that page's name as
+Host, which is refused here, as local notebook servers do. A prediction posted from another origin is
+refused too.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import re
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -19,10 +25,12 @@ import torch
 from torch import nn
 
 from mnist20k.errors import Mnist20kError
+from mnist20k.files import reason
 
 MAX_BODY = 1_000_000  # bytes: a drawing's PNG is a few kB; a photo does not belong here
 PNG = b"\x89PNG\r\n\x1a\n"
 LOCAL = ("127.0.0.1", "localhost", "::1")
+ANY = ("0.0.0.0", "::", "")  # every address of the machine: its names are not known here
 
 
 def page() -> bytes:
@@ -48,21 +56,32 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 10  # seconds an idle connection (a browser's speculative one) may hold a thread, and so the exit
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        if self._refused():
+            return
         if self.path not in ("/", "/index.html"):
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found: this server has the page (/) and /predict"})
         self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page)
 
     def do_POST(self) -> None:  # noqa: N802
+        self.close_connection = True  # a refused body is never read, so the connection cannot be reused
+        if self._refused():
+            return
         if self.path != "/predict":
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found: POST a PNG to /predict"})
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{self.headers['Host']}":
+            return self._json(
+                HTTPStatus.FORBIDDEN, {"error": f"a page of another origin ({origin:.100}) may not post here"}
+            )
+        length = self.headers.get("Content-Length")
+        if length is None:
             return self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the PNG with a Content-Length"})
-        if length > MAX_BODY:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+        if not re.fullmatch(r"[0-9]{1,9}", length):  # int() would take "-1", "+5" and "1_0"
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length {length[:20]!r} is not a byte count"})
+        if int(length) > MAX_BODY:
             return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"over {MAX_BODY:,} bytes"})
-        body = self.rfile.read(length)
+        self.close_connection = False
+        body = self.rfile.read(int(length))
         if not body.startswith(PNG):
             return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "not a PNG"})
         try:
@@ -71,6 +90,16 @@ class Handler(BaseHTTPRequestHandler):
         except Mnist20kError as e:  # a blank or broken picture
             return self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(e)})
         self._json(HTTPStatus.OK, result)
+
+    def _refused(self) -> bool:
+        """Answer 403 to a request addressed to a name this server does not go by (see the module's note)."""
+        names = self.server.names
+        host = self.headers.get("Host")
+        if names is None or host in names:
+            return False
+        self.close_connection = True
+        self._json(HTTPStatus.FORBIDDEN, {"error": f"this server answers to {names[0]}, not to {str(host):.100}"})
+        return True
 
     def _json(self, status: HTTPStatus, payload: dict) -> None:
         self._send(status, "application/json", json.dumps(payload).encode())
@@ -104,9 +133,19 @@ class DrawServer(ThreadingHTTPServer):
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise Mnist20kError(f"port {port} is in use on {host}: pick another with --port") from None
-            raise Mnist20kError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+            raise Mnist20kError(f"cannot serve on {host}:{port}: {reason(e)}") from None
+        self.names = host_names(host, self.server_address[1])
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def host_names(host: str, port: int) -> tuple[str, ...] | None:
+    """The Host values a request to this server carries: the address served, with its port, and on this
+    machine alone its other loopback names too; None (any) when serving on every address of the machine."""
+    if host in ANY:
+        return None
+    names = (host, *(name for name in LOCAL if name != host)) if host in LOCAL else (host,)
+    return tuple(f"[{name}]:{port}" if ":" in name else f"{name}:{port}" for name in names)

@@ -97,6 +97,63 @@ def test_refusals_are_4xx_and_the_server_keeps_serving(server, tmp_path):
     assert request(server, "POST", "/predict", png)[0] == 200
 
 
+def raw_request(server, head: str, wait_s: float = 5.0) -> tuple[int, dict]:
+    """Send the request head alone and read the reply: a server that waits for a body it was not promised
+    answers nothing within `wait_s`, and the test fails on the timeout."""
+    import socket
+
+    with socket.create_connection(server.server_address[:2], timeout=wait_s) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize(
+    "length, status",
+    [("-1", 400), ("abc", 400), ("+5", 400), ("1_000", 400), ("99999999999999999999", 400), (None, 411)],
+)
+def test_a_content_length_that_is_no_byte_count_is_refused_unread(server, length, status):
+    host, port = server.server_address[:2]
+    head = f"POST /predict HTTP/1.1\nHost: {host}:{port}\n" + (f"Content-Length: {length}\n" if length else "")
+    code, answer = raw_request(server, head)
+    assert code == status and "Content-Length" in answer["error"]
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1", "[::1]"])
+def test_the_machines_own_names_for_it_are_answered(server, name, tmp_path):
+    port = server.server_address[1]
+    assert request(server, "GET", "/", headers={"Host": f"{name}:{port}"})[0] == 200
+    png = stroke_png(tmp_path / "stroke.png")
+    origin = {"Host": f"{name}:{port}", "Origin": f"http://{name}:{port}"}  # what a browser sends from the page
+    assert request(server, "POST", "/predict", png, headers=origin)[0] == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("host", ["rebound.example.com:{port}", "127.0.0.1:1", "localhost", "127.0.0.1.nip.io:{port}"])
+def test_a_request_for_another_host_is_refused(server, method, host, tmp_path):
+    """What a page gets that rebinds its own name to 127.0.0.1 (DNS rebinding): its name is the Host."""
+    port = server.server_address[1]
+    body = stroke_png(tmp_path / "stroke.png") if method == "POST" else None
+    status, data = request(server, method, "/" if method == "GET" else "/predict", body,
+                           headers={"Host": host.format(port=port)})  # fmt: skip
+    assert status == 403 and b"<canvas" not in data
+    assert json.loads(data)["error"] == f"this server answers to 127.0.0.1:{port}, not to {host.format(port=port)}"
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example.com", "null", "https://127.0.0.1:{port}", "http://localhost:{port}"]
+)
+def test_a_post_from_another_origin_is_refused(server, origin, tmp_path):
+    port = server.server_address[1]
+    origin = origin.format(port=port)
+    headers = {"Host": f"127.0.0.1:{port}", "Origin": origin}
+    status, data = request(server, "POST", "/predict", stroke_png(tmp_path / "stroke.png"), headers=headers)
+    assert status == 403 and json.loads(data)["error"] == f"a page of another origin ({origin}) may not post here"
+
+
 @pytest.mark.parametrize(
     "method, path",
     [
