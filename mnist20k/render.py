@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist20k.config import TrainConfig
-from mnist20k.results import TARGET, loop_seconds, lowest_of_last, time_to_target
+from mnist20k.results import TARGET, epochs_counted, loop_seconds, lowest_of_last, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
@@ -272,9 +272,9 @@ class SweepView:
 
             say(f"{job.run.label}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
             return
-        final = metrics[-1]["test_accuracy"]
-        lowest = lowest_of_last(metrics, self.last)
-        say(f"{job.run.label}: final {final:.2f}%, lowest of the last {self.last} {lowest:.2f}% ({job.seconds:.0f} s)")
+        final, last = metrics[-1]["test_accuracy"], epochs_counted([metrics], self.last)
+        lowest = lowest_of_last(metrics, last)
+        say(f"{job.run.label}: final {final:.2f}%, lowest of the last {last} {lowest:.2f}% ({job.seconds:.0f} s)")
 
     def stop(self) -> None:
         self.progress.stop()
@@ -282,14 +282,15 @@ class SweepView:
     def finish(self, record: dict) -> None:
         self.stop()
         for configuration in record["configurations"]:
-            print_configuration(configuration, self.last, self.target)
+            print_configuration(configuration, self.target)
         say(verdict(record), style="green" if record["holds"] else "yellow")
 
 
-def print_configuration(configuration: dict, last: int, target: float) -> None:
+def print_configuration(configuration: dict, target: float) -> None:
     from mnist20k.sweep import configuration_name
 
     s = configuration["summary"]
+    last = s["last"]
     name = configuration_name(configuration["grid"])
     table = Table(title=Text(name or "runs"), title_justify="left")
     for col in ("seed", "final accuracy", f"lowest of last {last}", f"time to {target:.2f}%", "loop seconds"):
@@ -318,6 +319,11 @@ def verdict(record: dict) -> str:
     """Whether every seed of every configuration held the target on each of its last epochs, and if not, which
     missed it."""
     target, last = record["target"], record["last"]
+    counted = {c["summary"]["last"] for c in record["configurations"] if c["summary"]["seeds"]}
+    if len(counted) == 1:  # every run is shorter than --last: name the number of epochs looked at
+        last = counted.pop()
+    elif counted - {last}:
+        last = f"{last} ({', '.join(map(str, sorted(counted - {last})))} where the runs are shorter)"
     rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
     from mnist20k.sweep import run_label
 

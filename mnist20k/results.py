@@ -31,8 +31,14 @@ def loop_seconds(metrics: list[dict]) -> float:
 
 
 def lowest_of_last(metrics: list[dict], k: int) -> float:
-    """The lowest test accuracy among the last `k` epochs: how steady the run ended."""
+    """The lowest test accuracy among the last `k` epochs (all of them in a shorter run): how steady the
+    run ended."""
     return min(r["test_accuracy"] for r in metrics[-k:])
+
+
+def epochs_counted(runs: list[list[dict]], last: int) -> int:
+    """How many last epochs the lowest of the last `last` looks at: fewer where a run has fewer epochs."""
+    return min([last, *(len(metrics) for metrics in runs)])
 
 
 def summarize(runs: dict[int, list[dict]], target: float = TARGET, last: int = 3) -> dict:
@@ -46,6 +52,7 @@ def summarize(runs: dict[int, list[dict]], target: float = TARGET, last: int = 3
     misses = [seed for seed, low in lowest.items() if low < target]
     return {
         "seeds": list(runs),
+        "last": epochs_counted(list(runs.values()), last),  # the last epochs looked at: fewer in shorter runs
         "final_accuracy": {str(s): v for s, v in finals.items()},
         "lowest_of_last": {str(s): v for s, v in lowest.items()},
         "time_to_target": {str(s): asdict(r) if r else None for s, r in reached.items()},

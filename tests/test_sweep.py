@@ -4,6 +4,7 @@ time, an interrupted sweep resumes to the result of an uninterrupted one, and ba
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import one_error_line
 from typer.testing import CliRunner
 
@@ -116,13 +116,43 @@ def test_the_reference_sweep_writes_run_folders_and_its_record(reference, data_d
         assert ckpt["epoch"] == 4 and ckpt["config"]["seed"] == seed
     record = json.loads((reference / "sweep.json").read_text())
     assert record["complete"] and record["seeds"] == [1, 2] and record["settings"]["overrides"]["epochs"] == 4
-    assert f", {torch.get_num_threads()} thread" in record["device"]  # the runs' thread count sets their numbers
     (configuration,) = record["configurations"]
     finals = [r["epochs"][-1]["test_accuracy"] for r in configuration["runs"]]
     assert configuration["summary"]["mean"] == statistics.mean(finals)  # from the runs' own records
     # eval works on a sweep's run folder as on any other
     scored = invoke("eval", reference / "seed-2", "--data-dir", data_dir, "--device", "cpu", "--json")
     assert json.loads(scored.stdout)["accuracy"] == finals[1]
+
+
+COUNTS_THREADS = """from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Net(nn.Linear):
+    def __init__(self):
+        super().__init__(784, 10)
+        Path(__file__).with_name(f"threads-{torch.get_num_threads()}").touch()  # wherever it is built
+
+    def forward(self, x):
+        return super().forward(x.flatten(1))
+"""
+
+
+def test_the_record_names_the_thread_count_the_runs_trained_with(data_dir, tmp_path):
+    """A CPU run's numbers depend on its thread count: one thread, set for the sweep (PyTorch's default is
+    one per core, and it never goes above that), is what its runs train with and what sweep.json states."""
+    threads = 1
+    net = tmp_path / "net.py"
+    net.write_text(COUNTS_THREADS)
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "mnist20k", "sweep", "--model", f"{net}:Net", "--seeds", "1", "--epochs", "1",
+           "--max-batches", "1", "--device", "cpu", "--data-dir", str(data_dir), "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p.name for p in tmp_path.glob("threads-*")] == [f"threads-{threads}"]
+    assert ", 1 thread a run)" in json.loads((out / "sweep.json").read_text())["device"]
 
 
 def test_two_jobs_give_exactly_the_numbers_of_one(reference, data_dir, tmp_path):
@@ -223,12 +253,24 @@ def test_summary_is_statistics_of_the_records():
 
 def test_verdict_says_yes_or_which_seeds_miss():
     def record(misses, grid=None):
-        configuration = {"grid": grid or {}, "summary": {"misses": misses}, "runs": [{"seed": 1, "status": "done"}]}
+        summary = {"misses": misses, "seeds": [1], "last": 3}
+        configuration = {"grid": grid or {}, "summary": summary, "runs": [{"seed": 1, "status": "done"}]}
         return {"target": 99.4, "last": 3, "complete": True, "holds": not misses, "configurations": [configuration]}
 
     assert verdict(record([])) == "every seed ≥ 99.40% on each of its last 3 epochs: yes"
     assert verdict(record([2, 5], {"lr": 0.1})).endswith(": no (seed 2 (lr=0.1), seed 5 (lr=0.1) missed it)")
     assert "not known yet" in verdict({**record([]), "complete": False})
+
+
+def test_runs_shorter_than_last_are_judged_and_told_on_the_epochs_they_have():
+    s = summarize({1: records(99.1, 99.5), 2: records(99.45, 99.5)}, target=99.4, last=3)
+    assert s["last"] == 2 and s["lowest_of_last"] == {"1": 99.1, "2": 99.45} and s["misses"] == [1]
+    record = {"target": 99.4, "last": 3, "complete": True, "holds": False,
+              "configurations": [{"grid": {}, "summary": s, "runs": []}]}  # fmt: skip
+    assert verdict(record) == "every seed ≥ 99.40% on each of its last 2 epochs: no (seed 1 missed it)"
+    longer = {"grid": {"epochs": 4}, "summary": summarize({1: records(99.5, 99.5, 99.5, 99.5)}, last=3), "runs": []}
+    record["configurations"].append(longer)
+    assert verdict(record).startswith("every seed ≥ 99.40% on each of its last 3 (2 where the runs are shorter) epochs")
 
 
 def test_seeds_refuse_nonsense():
