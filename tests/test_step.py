@@ -3,16 +3,14 @@ capture and replay themselves where a CUDA device is present."""
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD, augment
 from mnist20k.model import build_model
@@ -22,6 +20,8 @@ from mnist20k.train import (
     _restore,
     make_optimizer,
     make_scheduler,
+    prepare,
+    run_epochs,
     train,
     train_step,
 )
@@ -47,41 +47,79 @@ def batches(dev: str = "cpu", n: int = 200):
     return images, labels, [order[i : i + 16] for i in range(0, 16 * 11, 16)] + [order[176:186]]
 
 
-def reference_step(model, optimizer, images, labels, gen):
-    """What one training step must do, written plainly: scale, augment, normalize, NLL, SGD."""
-    x = (augment(images.float() / 255, CONFIG.rotate, CONFIG.translate, gen) - MEAN) / STD
-    loss = F.nll_loss(model(x), labels)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def test_batch_step_without_capture_is_a_plain_training_step_on_the_indexed_images():
+def test_batch_step_without_capture_is_train_step_on_the_indexed_images():
+    """The same operations in the same order on the same images: equal to the last bit, on any CPU."""
     images, labels, idxs = batches()
     model_a, opt_a, _, gen_a = setup()  # seeds the global generator too, which draws dropout masks
-    losses_a = [reference_step(model_a, opt_a, images[idx], labels[idx], gen_a) for idx in idxs]
+    losses_a = [train_step(model_a, opt_a, images[idx], labels[idx], CONFIG, gen_a) for idx in idxs]
     model_b, opt_b, _, gen_b = setup()
     step = BatchStep(model_b, opt_b, images, labels, CONFIG, gen_b, capture=False)
     losses_b = [step(idx) for idx in idxs]
-    torch.testing.assert_close(torch.stack(losses_a), torch.stack(losses_b), rtol=1e-4, atol=1e-5)
+    assert torch.equal(torch.stack(losses_a), torch.stack(losses_b))
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        assert torch.equal(a, b), name
     assert torch.equal(gen_a.get_state(), gen_b.get_state())  # the same draws of augmentation
 
 
-def test_device_lr_follows_the_schedule_and_trains_as_the_float_lr_does():
+def test_a_training_step_is_sgd_on_the_nll_of_the_augmented_normalized_batch():
+    """train_step in float32 against the step written plainly in float64, from the same weights and
+    the same augmentation draws. The two differ only by float32's rounding: ~1e-7 of each value, and
+    sums over a batch's thousands of terms lose a few digits more, so a gradient is held to 1e-4 of its
+    largest entry. A wrong step (no augmentation, no normalization, the wrong images) is off by far more."""
+    config = replace(CONFIG, dropout=0.0)  # dropout masks are drawn per dtype; the step is what is tested
     images, labels, idxs = batches()
+    idx = idxs[0]
+    model, opt, _, gen = setup(config=config)
+    reference = copy.deepcopy(model).double()
+    ref_opt = torch.optim.SGD(
+        reference.parameters(),
+        lr=opt.param_groups[0]["lr"],  # the schedule's first lr
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    ref_gen = torch.Generator().set_state(gen.get_state())
+
+    # augment draws its angles and shifts in float32 whatever the images' dtype: the same draws here
+    x = (augment(images[idx].double() / 255, config.rotate, config.translate, ref_gen) - MEAN) / STD
+    ref_loss = F.nll_loss(reference(x), labels[idx])
+    ref_opt.zero_grad()
+    ref_loss.backward()
+    ref_opt.step()
+
+    loss = train_step(model, opt, images[idx], labels[idx], config, gen)
+    assert float(loss) == pytest.approx(ref_loss.item(), rel=1e-5)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        scale = q.grad.abs().max()
+        torch.testing.assert_close(p.grad.double(), q.grad, rtol=0, atol=1e-4 * scale, msg=name)
+        torch.testing.assert_close(p.double(), q, rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(gen.get_state(), ref_gen.get_state())
+
+
+def test_device_lr_follows_the_schedule_and_updates_as_the_float_lr_does():
+    """The two optimizer forms on the same gradients, in float64. The lr tensor is float32 (it is what
+    the fused kernel reads on a GPU), so each update may differ by float32's rounding of the lr, ~6e-8 of
+    itself: the weights are held to 1e-6 of how far they moved."""
+    g = torch.Generator().manual_seed(3)
+    grads = [
+        [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in setup()[0].parameters()] for _ in range(12)
+    ]
+    start = {name: p.double() for name, p in setup()[0].state_dict().items()}
     runs = []
     for lr_on_device in (False, True):
-        model, opt, sched, gen = setup(lr_on_device=lr_on_device)
+        model, _, _, _ = setup()
+        model.double()
+        opt = make_optimizer(model, CONFIG, lr_on_device=lr_on_device)
+        sched = make_scheduler(opt, CONFIG, total_steps=12)
         lr = opt.param_groups[0]["lr"]
         assert isinstance(lr, torch.Tensor) is lr_on_device
         if lr_on_device:
             assert opt.param_groups[0]["fused"] is True  # the fused kernel reads the lr tensor on the device
         lrs = []
-        for idx in idxs:
-            train_step(model, opt, images[idx], labels[idx], CONFIG, gen)
+        for step_grads in grads:
+            for p, grad in zip(model.parameters(), step_grads, strict=True):
+                p.grad = torch.empty_like(p).copy_(grad)  # in the weight's layout, as autograd makes it
+            opt.step()
             sched.step()
             if lr_on_device:
                 assert opt.param_groups[0]["lr"] is lr  # filled in place: a captured graph keeps reading it
@@ -89,8 +127,10 @@ def test_device_lr_follows_the_schedule_and_trains_as_the_float_lr_does():
         runs.append((model.state_dict(), lrs))
     (plain, plain_lrs), (device, device_lrs) = runs
     assert device_lrs == pytest.approx(plain_lrs, rel=1e-6)
+    assert len(set(plain_lrs)) > 5  # the schedule moved
     for name, a in plain.items():
-        assert torch.allclose(a.float(), device[name].float(), rtol=1e-4, atol=1e-5), name
+        moved = (a - start[name]).abs().max()
+        torch.testing.assert_close(a, device[name], rtol=0, atol=1e-6 * moved, msg=name)
 
 
 @pytest.mark.parametrize("into_device_lr", [False, True])
@@ -125,19 +165,25 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
     assert float(opt2.param_groups[0]["lr"]) == pytest.approx(float(opt.param_groups[0]["lr"]))
 
 
-def test_cuda_graph_is_a_cuda_setting_that_changes_nothing_elsewhere(data_dir, tmp_path):
-    """Capture is on by default and only on CUDA: a CPU run with it gives the numbers of one without."""
-    runs = {}
-    for flag in ("--cuda-graph", "--no-cuda-graph"):
-        out = tmp_path / flag
-        args = ["train", flag, "--device", "cpu", "--epochs", "2", "--max-batches", "3", "--batch-size", "16"]
-        result = CliRunner().invoke(app, [*args, "--data-dir", str(data_dir), "--out", str(out)])
-        assert result.exit_code == 0, result.output
-        runs[flag] = [
-            {k: v for k, v in r.items() if k != "seconds"} for r in map(json.loads, open(out / "metrics.jsonl"))
-        ]
-    assert runs["--cuda-graph"] == runs["--no-cuda-graph"]
+def test_cuda_graph_is_on_by_default_and_never_captures_off_cuda(data_dir):
+    """--cuda-graph is a CUDA setting: on the CPU prepare() makes a plain step with a float lr."""
     assert make_config().cuda_graph is True
+    run = prepare(make_config(cuda_graph=True, epochs=1, max_batches=2), data_dir, None, "cpu", None, False)
+    assert run.batch_step.capture is False
+    assert isinstance(run.optimizer.param_groups[0]["lr"], float)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("settings, captured", [({}, True), ({"cuda_graph": False}, False), ({"compile": True}, False)])
+def test_cuda_graph_setting_reaches_the_step_that_prepare_makes(settings, captured, data_dir):
+    """--cuda-graph on CUDA: the step is captured after its warm-up, with the lr as a device tensor;
+    --no-cuda-graph, or --compile (which makes graphs of its own), leaves it eager."""
+    config = make_config(epochs=1, max_batches=BatchStep.WARMUP_STEPS + 2, batch_size=16, **settings)
+    run = prepare(config, data_dir, None, "cuda", None, False)
+    assert run.batch_step.capture is captured
+    assert isinstance(run.optimizer.param_groups[0]["lr"], torch.Tensor) is captured
+    run_epochs(run)
+    assert (run.batch_step.graph is not None) is captured
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
