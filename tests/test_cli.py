@@ -181,15 +181,43 @@ def test_short_run_on_real_mnist(real_mnist, tmp_path):
     assert record["test_total"] == 10_000 and record["test_accuracy"] > 90.0
 
 
-def test_compile_path_trains_and_saves_plain_weights(data_dir, tmp_path):
-    """--compile (and --amp, a no-op off CUDA) run the same loop; the checkpoint holds the plain module's keys."""
+def test_compile_path_compiles_trains_and_saves_plain_weights(data_dir, tmp_path):
+    """--compile (and --amp, a no-op off CUDA) run the same loop through a graph torch.compile made; the
+    checkpoint holds the plain module's keys."""
+    from torch._dynamo.utils import counters
+
+    compiled_before = counters["stats"]["unique_graphs"]
     out = tmp_path / "run"
     result = invoke("train", "--compile", "--amp", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir,
                     "--out", out, "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert counters["stats"]["unique_graphs"] > compiled_before
     state = torch.load(out / "checkpoint.pt", weights_only=True)["model_state"]
     assert not any(key.startswith("_orig_mod.") for key in state)
     assert invoke("eval", out, "--data-dir", data_dir, "--device", "cpu").exit_code == 0
+
+
+# A value other than the default for every training setting (compile aside: the test above runs it)
+EVERY_SETTING = {
+    "model": "tiny",
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.07,
+    "schedule": "constant",
+    "warmup": 0.3,
+    "momentum": 0.8,
+    "nesterov": False,
+    "weight_decay": 1e-4,
+    "dropout": 0.05,
+    "rotate": 5.0,
+    "translate": 1.0,
+    "label_smoothing": 0.1,
+    "seed": 7,
+    "max_batches": 1,
+    "amp": True,
+    "compile": False,
+    "cuda_graph": False,
+}
 
 
 def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_path):
@@ -197,15 +225,21 @@ def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_p
 
     from mnist20k.config import TrainConfig
 
+    assert set(EVERY_SETTING) == {f.name for f in fields(TrainConfig)}
     help_text = invoke("train", "--help").stdout
-    for f in fields(TrainConfig):
-        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    args = []
+    for name, value in EVERY_SETTING.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in help_text, name
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
     out = tmp_path / "run"
-    result = invoke("train", "--warmup", "0.3", "--schedule", "constant", "--no-nesterov", "--epochs", "1",
-                    "--max-batches", "1", "--device", "cpu", "--data-dir", data_dir, "--out", out)  # fmt: skip
+    result = invoke("train", *args, "--device", "cpu", "--data-dir", data_dir, "--out", out)
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
-    assert (config["warmup"], config["schedule"], config["nesterov"]) == (0.3, "constant", False)
+    assert json.loads((out / "config.json").read_text()) == EVERY_SETTING
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"] == EVERY_SETTING
 
 
 @pytest.mark.parametrize("option, value, choices", [("--schedule", "cosine", "'onecycle', 'constant'"),

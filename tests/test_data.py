@@ -73,14 +73,20 @@ def test_rotation_stays_within_the_angle_and_varies_per_image():
     assert angles.std() > 2.0  # each image draws its own angle
 
 
-def test_translation_moves_the_centre_of_mass_by_at_most_the_shift():
+def test_translation_moves_the_centre_of_mass_by_at_most_the_shift_on_each_axis():
     g = torch.Generator().manual_seed(0)
     x = bar_images(256)
     out = augment(x, rotate=0.0, translate=2.0, generator=g)
-    xs = torch.arange(28.0)
-    com = lambda t: (t[:, 0].sum(1) * xs).sum(1) / t[:, 0].sum((1, 2))  # noqa: E731
-    shift = (com(out) - com(x)).abs()
-    assert shift.max() <= 2.05 and shift.max() > 1.0
+    grid = torch.arange(28.0)
+
+    def centre(t: torch.Tensor, along_rows: bool) -> torch.Tensor:
+        profile = t[:, 0].sum(2 if along_rows else 1)  # ink per row (y) or per column (x)
+        return (profile * grid).sum(1) / profile.sum(1)
+
+    dx, dy = (centre(out, rows) - centre(x, rows) for rows in (False, True))
+    for shift in (dx, dy):
+        assert shift.abs().max() <= 2.05 and shift.abs().max() > 1.5  # the whole range is used
+    assert abs(torch.corrcoef(torch.stack([dx, dy]))[0, 1]) < 0.2  # each axis draws its own shift
 
 
 def test_augment_keeps_shape_order_and_black_background():
@@ -89,11 +95,18 @@ def test_augment_keeps_shape_order_and_black_background():
     x = images.unsqueeze(1).float() / 255
     out = augment(x, rotate=7.0, translate=2.0, generator=g)
     assert out.shape == x.shape and out.dtype == x.dtype
-    assert out.min() >= 0.0  # zeros come in from outside, not the normalized mean
     # Each output stays closest to an input of its own digit: labels stay attached.
     nearest = torch.cdist(out.flatten(1), x.flatten(1)).argmin(1)
     assert torch.equal(labels[nearest], labels)
     assert augment(x, rotate=0.0, translate=0.0) is x
+
+    # What comes in from outside a moved image is black paper, 0 before normalize(): white pages
+    # moved by up to 2 pixels turn black at their edges and stay white in the middle.
+    paper = augment(torch.ones(64, 1, 28, 28), rotate=7.0, translate=2.0, generator=g)
+    assert paper.amin() == 0.0
+    edges = torch.cat([paper[:, 0, [0, -1], :].flatten(1), paper[:, 0, :, [0, -1]].flatten(1)], 1)
+    assert (edges < 1).any(1).all()  # every page moved, each by its own draw: an edge of each darkened
+    assert torch.allclose(paper[:, :, 6:22, 6:22], torch.ones(1), atol=1e-5)
 
 
 def test_augment_is_reproducible_from_the_generator():

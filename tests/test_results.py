@@ -46,6 +46,13 @@ def test_the_end_of_a_run_says_its_time_to_target(accuracies, line, tmp_path, ca
 
 
 def test_a_run_records_the_loop_seconds_its_time_to_target_adds_up(data_dir):
-    metrics = train(make_config(epochs=2, max_batches=3, batch_size=16), data_dir=data_dir, device="cpu")
+    """A real run's records, with the target set to its best accuracy, which it first reaches after
+    epoch 1 (it learns): the time is every epoch's seconds up to that one."""
+    config = make_config(model="micro", epochs=3, max_batches=6, batch_size=16)
+    metrics = train(config, data_dir=data_dir, device="cpu")
     assert all(r["seconds"] > 0 for r in metrics)
-    assert time_to_target(metrics, target=0.0) == Reached(1, metrics[0]["seconds"])
+    best = max(r["test_accuracy"] for r in metrics)
+    first = next(r["epoch"] for r in metrics if r["test_accuracy"] == best)
+    assert first > 1
+    expected = sum(r["seconds"] for r in metrics[:first])
+    assert time_to_target(metrics, target=best) == Reached(first, pytest.approx(expected))
