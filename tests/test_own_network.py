@@ -4,6 +4,8 @@ trained, scored, resumed; every bad reference told in one line, with nothing wri
 from __future__ import annotations
 
 import hashlib
+import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,15 +123,27 @@ def user_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("ref", ["net.py:Net", "net.py:make", "userpkg.nets:Net", "net.py:LogProbs"])
-def test_a_class_a_factory_and_a_module_reference_build_a_network(user_dir, ref):
-    model = build_model(ref)
-    assert isinstance(model, torch.nn.Module) and count_params(model) == count_params(build_model("net.py:Net"))
+def is_the_users_net(model: nn.Module, file, cls: str = "Net") -> bool:
+    """The network NET defines (its class, parameter count and output), built from the code in `file`."""
+    assert type(model).__name__ == cls
+    assert Path(inspect.getsourcefile(type(model))).resolve() == file.resolve()
+    assert count_params(model) == 88 + 592 + 888 + 1_760 + 170  # its four blocks (conv, BatchNorm) and head
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    return True
+
+
+@pytest.mark.parametrize(
+    "ref, file, cls",
+    [("net.py:Net", "net.py", "Net"), ("net.py:make", "net.py", "Net"), ("userpkg.nets:Net", "userpkg/nets.py", "Net"),
+     ("net.py:LogProbs", "net.py", "LogProbs")],
+)  # fmt: skip
+def test_a_class_a_factory_and_a_module_reference_build_a_network(user_dir, ref, file, cls):
+    assert is_the_users_net(build_model(ref), user_dir / file, cls)
 
 
 def test_an_absolute_path_works_from_any_folder(user_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert isinstance(build_model(f"{user_dir / 'net.py'}:Net"), torch.nn.Module)
+    assert is_the_users_net(build_model(f"{user_dir / 'net.py'}:Net"), user_dir / "net.py")
 
 
 def test_the_files_folder_is_importable_while_it_loads(tmp_path, monkeypatch):
@@ -140,7 +154,7 @@ def test_the_files_folder_is_importable_while_it_loads(tmp_path, monkeypatch):
     (folder / "aside_only_here.py").write_text(HELPERS)
     (folder / "uses.py").write_text(NET.replace("from helpers import", "from aside_only_here import"))
     monkeypatch.chdir(tmp_path)
-    assert isinstance(build_model("elsewhere/uses.py:Net"), torch.nn.Module)
+    assert is_the_users_net(build_model("elsewhere/uses.py:Net"), folder / "uses.py")
     assert str(folder) not in sys.path  # only while it loads
 
 

@@ -17,6 +17,7 @@ import torch
 from conftest import one_error_line
 from typer.testing import CliRunner
 
+from mnist20k import __version__
 from mnist20k.checkpoint import FORMAT_VERSION, load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
@@ -53,7 +54,7 @@ def test_checkpoint_is_self_describing_and_weights_only(good_run):
     assert ckpt["format"] == "mnist20k-checkpoint" and ckpt["format_version"] == FORMAT_VERSION
     assert ckpt["model"] == {"name": "seed", "kwargs": {"widths": [16, 32, 20, 32, 16, 16], "dropout": 0.1}}
     assert ckpt["config"]["epochs"] == 3 and ckpt["epoch"] == 3 and len(ckpt["metrics"]) == 3
-    assert isinstance(ckpt["mnist20k_version"], str)
+    assert ckpt["mnist20k_version"] == __version__
     assert {"optimizer_state", "scheduler_state", "rng"} <= set(ckpt)
 
 
