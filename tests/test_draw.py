@@ -201,7 +201,10 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in HEADLESS:
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    # Chromium keeps a UNIX socket under $TMPDIR, and a socket's path may be at most 107 bytes: under a long
+    # TMPDIR it cannot start ("Chrome instance exited"): it gets /tmp.
+    env = {**os.environ, "TMPDIR": "/tmp"}
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=env))
 
 
 def test_a_stroke_drawn_in_a_browser_is_read(server, run, tmp_path):
