@@ -17,7 +17,7 @@ import torch
 
 from mnist20k.config import make_config
 from mnist20k.data import load_split
-from mnist20k.model import build_model, model_kwargs
+from mnist20k.networks import build_model, model_kwargs
 from mnist20k.train import BatchStep, make_optimizer, make_scheduler, steps_per_epoch, train
 
 

@@ -1,4 +1,4 @@
-"""Markdown tables for the README from sweep results: the sweep.json of `mnist20k sweep` (a table per
+"""Markdown tables for the docs from sweep results: the sweep.json of `mnist20k sweep` (a table per
 configuration), and the JSON files of the earlier benchmarks/sweep.py committed in benchmarks/results/.
 
 python benchmarks/report.py runs/sweep-seed-default/sweep.json benchmarks/results/seed-default.json
@@ -22,7 +22,7 @@ def tables(path: Path) -> list[str]:
             for c in d["configurations"]
         ]
     where = f"{d['device']}, torch {d['torch']}"
-    return [table(f"**{path.name}**: recipe `{d['recipe']}`", d["config"], where, d["runs"], 5, TARGET)]
+    return [table(f"**{path.name}**: recipe `{d['recipe']}`", d["config"], where, d["runs"], 3, TARGET)]
 
 
 def _grid(grid: dict) -> str:

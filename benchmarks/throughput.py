@@ -32,11 +32,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mnist20k import process
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD
 from mnist20k.device import resolve_device
 from mnist20k.evaluate import evaluate
-from mnist20k.model import build_model
+from mnist20k.networks import build_model
 from mnist20k.train import BatchStep, prepare
 
 PIPELINES = {"seed": None, "mnist20k-seed-recipe": "seed", "mnist20k-default": "default"}  # name -> recipe
@@ -176,7 +177,8 @@ def measure(which: str, args: argparse.Namespace) -> dict:
         images_per_s = _time(step, dev, args.steps, args.warmup)
         del loader  # stops the worker processes
         return {"images_per_s": images_per_s}
-    # prepare() applies mnist20k's own allocator setting on the CPU; the seed's code runs without it
+    # mnist20k's own allocator setting, which its CLI applies to its process; the seed's code runs without it
+    process.configure()
     ours, eval_s, share = mnist20k_pipeline(
         data_dir, dev, PIPELINES[which], args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PROBES = 128  # random images behind one receptive-field measurement (see receptive_field)
+PROBES = 128  # random images behind one receptive-field measurement (see _field_and_shapes)
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -109,8 +109,3 @@ def _field_and_shapes(model: nn.Module):
     clipped = top == 0 or left == 0 or bottom == 27 or right == 27
     field = ReceptiveField(name, (h, w), (bottom - top + 1, right - left + 1), clipped)
     return field, "", shapes
-
-
-def receptive_field(model: nn.Module) -> ReceptiveField | None:
-    """The receptive field of the network's last spatial feature map (see _field_and_shapes)."""
-    return _field_and_shapes(model)[0]

@@ -1,6 +1,6 @@
 """Checkpoints: self-describing, written atomically, read only through torch's weights_only loader.
 
-A checkpoint is a dict of tensors and plain Python values (see README "Checkpoint format"), so
+A checkpoint is a dict of tensors and plain Python values (docs/runs.md, "Checkpoints, resume and exit codes"), so
 `torch.load(weights_only=True)` reads it without allow-listing anything and a file that would need
 arbitrary unpickling, and so could run code, is refused rather than loaded.
 """
@@ -106,7 +106,7 @@ def network_from_checkpoint(ckpt: dict, model: str | None = None):
     weights that do not fit are refused either way.
     """
     from mnist20k.errors import UsageError
-    from mnist20k.model import build_checked, build_model
+    from mnist20k.networks import build_checked, build_model
     from mnist20k.refs import is_reference, resolve
 
     spec = ckpt["model"]

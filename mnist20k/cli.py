@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 try:  # typer vendors click from 0.24 on; before, its errors were click's own
     from typer.exceptions import TyperException as _CliError
@@ -25,7 +25,30 @@ from mnist20k.config import PARAM_BUDGET
 from mnist20k.errors import Mnist20kError, UsageError
 from mnist20k.options import Device, Format, ModelRef, Recipe, plain, with_settings
 
+
+class _Commands(TyperGroup):
+    """Every failure the user is told of, told here, once, whichever command and however it is called (the
+    console script, python -m, a test's CliRunner): a Mnist20kError or a usage error that typer finds as one
+    `error:` line on stderr and its exit code; mnist20k's warnings as `warning:` lines."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            with _warnings_as_lines():
+                code = super().main(*args, standalone_mode=False, **kwargs)
+        except Mnist20kError as e:
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except _CliError as e:
+            if type(e).__name__ != "NoArgsIsHelpError":  # the help text was already printed
+                typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
     no_args_is_help=True,
     add_completion=False,
@@ -45,12 +68,9 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    pass
+    from mnist20k import process
 
-
-def _fail(error: Mnist20kError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(error.exit_code)
+    process.configure()
 
 
 DataDir = Annotated[
@@ -64,18 +84,12 @@ def summary(
     model: Annotated[
         str, typer.Option(help="seed, tiny, micro, or your own network: file.py:Name or package.module:Name.")
     ] = "seed",
-    budget: Annotated[int, typer.Option(help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
+    budget: Annotated[int, typer.Option(min=1, help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
 ) -> None:
     """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
     from mnist20k.render import print_summary
 
-    try:
-        if budget < 1:
-            raise UsageError(f"--budget must be at least 1, got {budget}")
-        within_budget = print_summary(model, budget)
-    except Mnist20kError as e:
-        raise _fail(e) from None
-    if not within_budget:
+    if not print_summary(model, budget):
         raise typer.Exit(1)
 
 
@@ -83,9 +97,21 @@ def summary(
 @with_settings
 def train(
     recipe: Annotated[
-        Recipe,
-        typer.Option(help="Base settings: default; fast (9 epochs); seed (the seed document's). Options override."),
-    ] = Recipe.default,
+        Recipe | None,
+        typer.Option(
+            help="Base settings: default; fast (9 epochs); seed (the seed document's). Options override. "
+            "(default: default)",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Train what this config.json says (a run folder's, or your own); options beside it override it.",
+        ),
+    ] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
     out: Annotated[
@@ -96,30 +122,35 @@ def train(
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set and save a checkpoint."""
+    from mnist20k.config import make_config, read_config
+    from mnist20k.refs import is_reference
     from mnist20k.render import TrainView
+    from mnist20k.rundir import new_run_path
 
     overrides = plain(settings)
-    try:
-        if resume is not None:
-            from mnist20k.checkpoint import find_checkpoint
+    if resume is not None:
+        from mnist20k.checkpoint import find_checkpoint
 
-            model = overrides.pop("model")  # names the code of a network of your own, not a new setting
-            given = [k for k, v in overrides.items() if v is not None]
-            if given:
-                flags = ", ".join("--" + k.replace("_", "-") for k in given)
-                raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
-            config, model, out = None, model, out or find_checkpoint(resume).parent
-        else:
-            from mnist20k.config import make_config
-            from mnist20k.rundir import new_run_path
-
-            config, model = make_config(recipe.value, **overrides), None
-            out = out or new_run_path()
-        view = TrainView(config, out, resumed=resume is not None)
-        with _stop_on_sigterm(), _warnings_as_lines():
-            _run_training(config, view, data_dir, out, device, resume, overwrite, model)
-    except Mnist20kError as e:
-        raise _fail(e) from None
+        model = overrides.pop("model")  # names the code of a network of your own, not a new setting
+        given = [k for k, v in overrides.items() if v is not None]
+        given += ["recipe"] * (recipe is not None) + ["config"] * (config_file is not None)
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+        config, model, out = None, model, out or find_checkpoint(resume).parent
+    elif config_file is not None:
+        if recipe is not None:
+            raise UsageError("--config holds every setting of the run: drop --recipe, or give options to change it")
+        config, model = read_config(config_file, **overrides), None
+        # A network of your own is code: it runs only when named on the command line, never from a file read.
+        if is_reference(config.model) and overrides["model"] is None:
+            raise UsageError(f"{config_file} trains {config.model}: name its code with --model {config.model}")
+        out = out or new_run_path()
+    else:
+        config, model = make_config((recipe or Recipe.default).value, **overrides), None
+        out = out or new_run_path()
+    view = TrainView(config, out, resumed=resume is not None)
+    _run_training(config, view, data_dir, out, device, resume, overwrite, model)
 
 
 @contextlib.contextmanager
@@ -141,35 +172,20 @@ def _warnings_as_lines():
         yield
 
 
-class _Terminated(BaseException):
-    """Raised by the SIGTERM handler so a killed job stops like Ctrl-C does."""
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm():
-    def handler(signum, frame):
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _run_training(config, view, data_dir, out, device, resume, overwrite, model) -> None:
+    from mnist20k import process
     from mnist20k.train import train as run_training
 
     try:
-        metrics = run_training(
-            config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite, model=model,
-            on_start=view.start, on_step=view.step, on_epoch=view.epoch,
-        )  # fmt: skip
-    except (KeyboardInterrupt, _Terminated) as e:
+        with process.sigterm_as_interrupt():
+            metrics = run_training(
+                config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite, model=model,
+                on_start=view.start, on_step=view.step, on_epoch=view.epoch,
+            )  # fmt: skip
+    except process.INTERRUPTS as e:
         view.stop()
-        code = 143 if isinstance(e, _Terminated) else 130
         typer.echo(view.interrupted_message(), err=True)
-        raise typer.Exit(code) from None
+        raise typer.Exit(process.exit_code(e)) from None
     finally:
         view.stop()
     from mnist20k.plots import save_curves
@@ -189,10 +205,11 @@ def sweep_command(
         typer.Option("--set", metavar="KEY=V1,V2", help="A grid: every value of KEY, each seed; repeat for more keys."),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="Runs at once, each its own process (default: 1 on a CPU, up to 4 on a GPU).")
+        int | None,
+        typer.Option(min=1, help="Runs at once, each its own process (default: 1 on a CPU, up to 4 on a GPU)."),
     ] = None,
     target: Annotated[float, typer.Option(help="Accuracy in percent every seed must hold.")] = 99.4,
-    last: Annotated[int, typer.Option(help="...on each of its last this many epochs.")] = 3,
+    last: Annotated[int, typer.Option(min=1, help="...on each of its last this many epochs.")] = 3,
     recipe: Annotated[Recipe, typer.Option(help="Base settings for every run, as for train.")] = Recipe.default,
     device: Device = "auto",
     data_dir: DataDir = None,
@@ -206,46 +223,40 @@ def sweep_command(
     """Train many seeds (and a grid of settings) as ordinary runs; mean ± std, and whether every seed holds the target.
 
     Running the same command into the same --out again skips finished runs and resumes unfinished ones."""
+    from mnist20k import process
     from mnist20k import sweep as sweeps
     from mnist20k.render import SweepView, say
+    from mnist20k.rundir import new_run_path
 
     overrides = plain(settings)
+    if not 0 < target <= 100:
+        raise UsageError(f"--target is a percentage in (0, 100], got {target}")
+    seed_list = sweeps.parse_seeds(seeds or ["1-5"])
+    values = sweeps.parse_grid(grid or [], overrides)
+    out = out or new_run_path("runs", prefix="sweep-")
+    runs = sweeps.plan(recipe.value, overrides, values, seed_list, out)
+    identity = sweeps.identity(recipe.value, overrides, values)
+    sweeps.check_folder(out, identity, overwrite)
+    sweeps.check_runs_can_start(runs, data_dir)
+    job = sweeps.Sweep(
+        out, runs, identity, device, data_dir,
+        jobs or sweeps.default_jobs(device, len(runs)), target, last, overwrite,
+    )  # fmt: skip
+    view = SweepView(sum(r.config.epochs for r in runs), last, target)
+    say(f"sweep of {len(runs)} runs, {job.jobs} at a time -> {out}")
     try:
-        if jobs is not None and jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, got {jobs}")
-        if last < 1:
-            raise UsageError(f"--last must be at least 1, got {last}")
-        if not 0 < target <= 100:
-            raise UsageError(f"--target is a percentage in (0, 100], got {target}")
-        seed_list = sweeps.parse_seeds(seeds or ["1-5"])
-        values = sweeps.parse_grid(grid or [], overrides)
-        from mnist20k.rundir import new_run_path
-
-        out = out or new_run_path("runs", prefix="sweep-")
-        runs = sweeps.plan(recipe.value, overrides, values, seed_list, out)
-        identity = sweeps.identity(recipe.value, overrides, values)
-        sweeps.check_folder(out, identity, overwrite)
-        sweeps.check_runs_can_start(runs, data_dir)
-        job = sweeps.Sweep(
-            out, runs, identity, device, data_dir,
-            jobs or sweeps.default_jobs(device, len(runs)), target, last, overwrite,
-        )  # fmt: skip
-        view = SweepView(sum(r.config.epochs for r in runs), last, target)
-        say(f"sweep of {len(runs)} runs, {job.jobs} at a time -> {out}")
-        try:
+        with process.sigterm_as_interrupt():
             record = sweeps.run(job, on_start=view.start, on_poll=view.poll, on_done=view.done)
-        except sweeps.Interrupted as e:
-            view.stop()
-            typer.echo(
-                f"interrupted: each run's last completed epoch is saved in {out}; to continue, run the same "
-                f"command with --out {out}",
-                err=True,
-            )
-            raise typer.Exit(e.code) from None
-        finally:
-            view.stop()
-    except Mnist20kError as e:
-        raise _fail(e) from None
+    except sweeps.Interrupted as e:
+        view.stop()
+        typer.echo(
+            f"interrupted: each run's last completed epoch is saved in {out}; to continue, run the same "
+            f"command with --out {out}",
+            err=True,
+        )
+        raise typer.Exit(e.code) from None
+    finally:
+        view.stop()
     if json_output:
         typer.echo(json.dumps(sweeps.summary_object(record)))
     else:
@@ -260,37 +271,29 @@ def evaluate(
     data_dir: DataDir = None,
     device: Device = "auto",
     batch_size: Annotated[
-        int | None, typer.Option(help="Test images per forward pass (default: 1000 on a GPU, 128 on a CPU).")
+        int | None, typer.Option(min=1, help="Test images per forward pass (default: 1000 on a GPU, 128 on a CPU).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     errors: Annotated[
         Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
     ] = None,
-    errors_limit: Annotated[int, typer.Option(help="At most this many tiles in --errors.")] = 100,
+    errors_limit: Annotated[int, typer.Option(min=1, help="At most this many tiles in --errors.")] = 100,
     model: ModelRef = None,
 ) -> None:
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
     from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
     from mnist20k.render import print_mistakes, print_score
 
-    try:
-        if batch_size is not None and batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-        if errors_limit < 1:
-            raise UsageError(f"--errors-limit must be at least 1, got {errors_limit}")
-        if errors is not None and errors.suffix.lower() != ".png":
-            raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
-        with _warnings_as_lines():
-            network, images, labels = load_for_eval(checkpoint, data_dir, device, model)
-        log_probs = predict_log_probs(network, images, batch_size)  # one pass serves the score and --errors
-        score = score_log_probs(log_probs, labels)
-        mistakes = []
-        if errors is not None:
-            mistakes = find_mistakes(log_probs, labels, errors_limit)
-            if mistakes:
-                save_mistake_grid(images, mistakes, errors)
-    except Mnist20kError as e:
-        raise _fail(e) from None
+    if errors is not None and errors.suffix.lower() != ".png":
+        raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
+    network, images, labels = load_for_eval(checkpoint, data_dir, device, model)
+    log_probs = predict_log_probs(network, images, batch_size)  # one pass serves the score and --errors
+    score = score_log_probs(log_probs, labels)
+    mistakes = []
+    if errors is not None:
+        mistakes = find_mistakes(log_probs, labels, errors_limit)
+        if mistakes:
+            save_mistake_grid(images, mistakes, errors)
     if json_output:
         result = score.to_dict()
         if errors is not None:
@@ -319,18 +322,14 @@ def predict(
     from mnist20k.predict import read_digit
     from mnist20k.render import print_predictions
 
-    try:
-        dev = resolve_device(device)
-        with _warnings_as_lines():
-            network = load_model(checkpoint, dev, model)
-    except Mnist20kError as e:
-        raise _fail(e) from None
+    dev = resolve_device(device)
+    network = load_model(checkpoint, dev, model)
     digits, paths, failed = [], [], 0
     for path in images:
         try:
             digits.append(read_digit(path))
             paths.append(str(path))
-        except Mnist20kError as e:
+        except Mnist20kError as e:  # one line for this file; the others are still read
             typer.echo(f"error: {e}", err=True)
             failed += 1
     predictions = classify(network, torch.stack(digits).to(dev), paths) if digits else []
@@ -346,7 +345,7 @@ def predict(
 @app.command()
 def draw(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
-    port: Annotated[int, typer.Option(help="Port of the page on this machine.")] = 8020,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the page on this machine.")] = 8020,
     host: Annotated[
         str, typer.Option(help="Address to serve on; other than 127.0.0.1, other machines can reach the page.")
     ] = "127.0.0.1",
@@ -360,15 +359,9 @@ def draw(
     from mnist20k.draw import LOCAL, DrawServer
     from mnist20k.render import say
 
-    try:
-        if not 0 <= port <= 65535:
-            raise UsageError(f"--port must be between 0 and 65535, got {port}")
-        dev = resolve_device(device)
-        with _warnings_as_lines():
-            network = load_model(checkpoint, dev, model)
-        server = DrawServer(network, dev, host, port)
-    except Mnist20kError as e:
-        raise _fail(e) from None
+    dev = resolve_device(device)
+    network = load_model(checkpoint, dev, model)
+    server = DrawServer(network, dev, host, port)
     if host not in LOCAL:
         typer.echo(f"warning: serving on {host}: anyone who can reach this machine can use the page", err=True)
     with server:
@@ -401,13 +394,7 @@ def export_network(
     from mnist20k.export import TOLERANCE, export
     from mnist20k.render import say
 
-    try:
-        with _warnings_as_lines():
-            path, checked = export(
-                checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model
-            )
-    except Mnist20kError as e:
-        raise _fail(e) from None
+    path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model)
     say(f"wrote {path} ({path.stat().st_size:,} bytes)")
     if checked is None:
         say("not checked against PyTorch (--no-verify)")
@@ -421,13 +408,5 @@ def export_network(
 
 
 def main() -> None:
-    """Console entry point: click's usage errors become one line on stderr, like every other error."""
-    try:
-        code = app(prog_name="mnist20k", standalone_mode=False)
-    except _CliError as e:
-        if type(e).__name__ != "NoArgsIsHelpError":  # the help text was already printed
-            typer.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Console entry point."""
+    app(prog_name="mnist20k")

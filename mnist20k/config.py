@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from mnist20k.errors import UsageError
+from mnist20k.files import reason
 from mnist20k.refs import SHAPES, check_reference, is_reference
 
 
@@ -27,7 +30,7 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum.")
     nesterov: bool = setting(True, "Nesterov momentum (the seed used plain momentum).")
     weight_decay: float = setting(5e-4, "L2 on every parameter, BatchNorm's included.")
-    # with the schedule, weight decay and shifts, no dropout is needed (README, "Why this recipe")
+    # with the schedule, weight decay and shifts, no dropout is needed (docs/results.md, "Why this recipe")
     dropout: float = setting(0.0, "Dropout2d rate after each conv block.")
     rotate: float = setting(7.0, "Max rotation in degrees, drawn per image (the seed's augmentation).")
     translate: float = setting(2.0, "Max shift in pixels, drawn per image and axis.")
@@ -63,6 +66,7 @@ MODEL_DEFAULTS: dict[str, dict] = {"tiny": {"lr": 0.1}, "micro": {"lr": 0.1}}
 SCHEDULES = ("onecycle", "constant")
 CHOICES = {"schedule": SCHEDULES}  # settings with a fixed set of values
 DEVICES = ("auto", "cpu", "cuda", "mps")  # "cuda:1" names one of several GPUs
+EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # and the file each writes by default
 TRAIN_IMAGES = 60_000
 PARAM_BUDGET = 20_000  # the challenge: under 20,000 parameters
 
@@ -76,7 +80,8 @@ def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
     if unknown:
         raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    if "dropout" in given and is_reference(given.get("model", "")):
+    # 0, the default, is what every config.json of a network of your own records: no dropout of ours
+    if given.get("dropout", 0.0) != 0.0 and is_reference(given.get("model", "")):
         raise UsageError("--dropout sets the built-in networks' dropout; a network of your own has its own")
     base = RECIPES[recipe]
     if recipe != "seed":  # the seed's recipe is the seed document's, for every network
@@ -120,6 +125,68 @@ def validate(c: TrainConfig) -> None:
 
 def _finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
+
+
+# ---- the settings' schema: each TrainConfig field's type, and how a value of it is read ---------------
+
+KINDS = {"int": int, "float": float, "str": str, "bool": bool}  # the fields' annotations are strings
+KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "on or off"}
+TRUE, FALSE = ("1", "true", "t", "yes", "y", "on"), ("0", "false", "f", "no", "n", "off")  # click's words
+SETTINGS = {f.name: f.type for f in fields(TrainConfig)}  # name -> kind
+
+
+def setting_name(key: str) -> str:
+    """A setting as the user may spell it, batch-size or batch_size, as TrainConfig names it; or UsageError."""
+    name = key.strip().replace("-", "_")
+    if name not in SETTINGS:
+        raise UsageError(f"unknown setting {key!r}; see mnist20k train --help")
+    return name
+
+
+def parse_setting(name: str, text: str):
+    """A setting's value from text (--set lr=0.1): typed as the field is, or UsageError saying what it takes."""
+    kind = SETTINGS[name]
+    if kind == "bool":
+        if text.lower() not in TRUE + FALSE:
+            raise UsageError(f"{name} is {KIND_WORDS[kind]}, not {text!r}")
+        return text.lower() in TRUE
+    try:
+        return KINDS[kind](text)
+    except ValueError:
+        raise UsageError(f"{name} takes {KIND_WORDS[kind]}, not {text!r}") from None
+
+
+def check_setting(name: str, value):
+    """A setting's value from JSON: of the field's type (a whole number is a number too), or UsageError."""
+    kind = SETTINGS[name]
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not KINDS[kind]:
+        what = "true or false" if kind == "bool" else KIND_WORDS[kind]
+        raise UsageError(f"{name} takes {what}, not {json.dumps(value)}")
+    return value
+
+
+def read_config(path: Path | str, **overrides: object) -> TrainConfig:
+    """The run a config.json describes: a run folder's, or one written by hand, where a setting left out
+    takes the default recipe's value for its network. `overrides` that are not None replace the file's."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no such config file: {path}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {reason(e)}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"{path} holds a JSON {type(d).__name__}, not an object of settings")
+    try:
+        settings = {setting_name(key): value for key, value in d.items()}
+        settings = {name: check_setting(name, value) for name, value in settings.items()}
+        return make_config("default", **{**settings, **{k: v for k, v in overrides.items() if v is not None}})
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
 
 
 def from_dict(d: dict) -> TrainConfig:

@@ -90,8 +90,6 @@ def _check_idx(path: Path, magic: int, ndim: int) -> list[int]:
 def _download(root: Path) -> None:
     from torchvision.datasets import MNIST
 
-    # The original host refuses downloads; torchvision's own mirror first.
-    MNIST.mirrors = ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
     try:
         MNIST(str(root), train=True, download=True)
     except Exception as e:

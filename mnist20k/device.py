@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from mnist20k.config import DEVICES
@@ -35,22 +33,3 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def _mps_available() -> bool:
     return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from handing freed activation buffers back to the OS after every step.
-
-    PyTorch has no caching allocator on the CPU: each step frees and re-allocates megabytes of
-    activations, glibc returns them to the OS, and the next step faults them back in page by page.
-    On two cores that was ~8 s of system time per 150 steps and 25-35% of training throughput;
-    keeping up to 1 GiB mapped removes it. Process-wide and idempotent; a no-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    mallopt(m_mmap_threshold, 32 << 20)  # buffers up to 32 MiB come from the heap, not fresh mmaps
-    mallopt(m_trim_threshold, 1 << 30)  # keep up to 1 GiB of freed heap instead of trimming it
-    mallopt(m_top_pad, 256 << 20)  # grow the heap in large steps

@@ -79,11 +79,9 @@ def load_for_eval(
     """The network a checkpoint records, with its weights, and the test set, on one device; `model`
     names the code of a network of your own."""
     from mnist20k.checkpoint import load_model
-    from mnist20k.device import keep_freed_memory, resolve_device
+    from mnist20k.device import resolve_device
 
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
     network = load_model(path, dev, model)
     images, labels = load_split(data_dir, train=False, device=dev)
     return network, images, labels

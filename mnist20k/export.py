@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from mnist20k.config import EXPORT_FORMATS
 from mnist20k.data import MEAN, STD
 from mnist20k.errors import Mnist20kError, UsageError
 from mnist20k.files import write_file
-from mnist20k.options import FORMATS
 
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
 EXTRA_HINT = "pip install 'mnist20k[onnx]'"
@@ -187,10 +187,10 @@ def export(
     from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
     from mnist20k.data import load_split
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
     source = find_checkpoint(checkpoint)
-    path = Path(out) if out is not None else source.parent / FORMATS[fmt]
+    path = Path(out) if out is not None else source.parent / EXPORT_FORMATS[fmt]
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
     ckpt = load_checkpoint(source)

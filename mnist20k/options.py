@@ -13,9 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import CHOICES, DEVICES, RECIPES, TrainConfig
-
-TYPES = {"int": int, "float": float, "str": str, "bool": bool}  # config.py's annotations are strings
+from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig
 
 
 def choices(name: str, values) -> type[Enum]:
@@ -24,8 +22,7 @@ def choices(name: str, values) -> type[Enum]:
 
 
 Recipe = choices("Recipe", RECIPES)
-FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # export formats and their default file names
-Format = choices("Format", FORMATS)
+Format = choices("Format", EXPORT_FORMATS)
 
 
 def setting_options() -> list[inspect.Parameter]:
@@ -33,7 +30,7 @@ def setting_options() -> list[inspect.Parameter]:
     default = RECIPES["default"]
     params = []
     for f in fields(TrainConfig):
-        kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else TYPES[f.type]
+        kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else KINDS[f.type]
         flag = "--" + f.name.replace("_", "-")
         decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
         value = getattr(default, f.name)

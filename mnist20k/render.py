@@ -26,7 +26,7 @@ def print_summary(name: str, budget: int) -> bool:
     import torchinfo
 
     from mnist20k.anatomy import inspect_network
-    from mnist20k.model import build_model, count_params
+    from mnist20k.networks import build_model, count_params
 
     model = build_model(name)
     stats = torchinfo.summary(
@@ -256,10 +256,12 @@ class SweepView:
         self.task = self.progress.add_task("", total=total_epochs)
 
     def start(self, jobs: list) -> None:
+        from mnist20k.sweep import State
+
         for job in jobs:
-            if job.state == "done":
+            if job.state is State.DONE:
                 say(f"{job.run.label}: finished before, skipped")
-            elif job.state == "resume":
+            elif job.state is State.SAVED:
                 say(f"{job.run.label}: resuming after its last saved epoch")
         self.progress.start()
 
@@ -267,9 +269,9 @@ class SweepView:
         self.progress.update(self.task, completed=epochs_done)
 
     def done(self, job, metrics: list[dict]) -> None:
-        if job.state != "done":
-            from mnist20k.sweep import last_log_line
+        from mnist20k.sweep import State, last_log_line
 
+        if job.state is not State.DONE:
             say(f"{job.run.label}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
             return
         final, last = metrics[-1]["test_accuracy"], epochs_counted([metrics], self.last)

@@ -57,7 +57,7 @@ class RunDir:
         for name in RUN_FILES:
             for unfinished in self.path.glob(f".{name}.*.tmp"):
                 unfinished.unlink(missing_ok=True)
-        write_file(self.config, (json.dumps(config, indent=2) + "\n").encode())
+        write_config(self.config, config)
         write_file(self.metrics, _jsonl(metrics))
 
     def save_epoch(self, state: dict) -> None:
@@ -79,6 +79,11 @@ class RunDir:
             raise OutputError(
                 f"{e}; epoch {epoch}'s checkpoint is saved, and --resume {self.path} continues after it"
             ) from None
+
+
+def write_config(path: Path, config: dict) -> None:
+    """A run's config.json: every setting of the run (asdict(TrainConfig)), the file `train --config` reads."""
+    write_file(path, (json.dumps(config, indent=2) + "\n").encode())
 
 
 def _jsonl(records: list[dict]) -> bytes:

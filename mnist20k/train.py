@@ -21,10 +21,10 @@ from mnist20k import __version__
 from mnist20k.checkpoint import find_checkpoint, load_checkpoint, network_from_checkpoint
 from mnist20k.config import TrainConfig, from_dict, make_config
 from mnist20k.data import augment, load_split, normalize
-from mnist20k.device import keep_freed_memory, resolve_device
+from mnist20k.device import resolve_device
 from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
-from mnist20k.model import build_network, count_params, model_record
+from mnist20k.networks import build_network, count_params, model_record
 from mnist20k.refs import Source, user_code
 from mnist20k.rundir import RunDir
 
@@ -259,8 +259,6 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
         config = saved
     config = config or make_config()
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
     # The network first: a user's network that fails to build is told before any data is read.
     torch.manual_seed(config.seed)
     if ckpt is not None:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mnist20k import __version__
 from mnist20k.cli import app
-from mnist20k.model import build_model, count_params
+from mnist20k.networks import build_model, count_params
 
 runner = CliRunner()
 
@@ -163,7 +163,7 @@ def test_missing_data_names_the_files(tmp_path):
 
 
 def test_eval_rejects_a_bad_batch_size(tmp_path):
-    one_error_line(invoke("eval", tmp_path / "nope.pt", "--batch-size", "0"), 2, "--batch-size must be at least 1")
+    one_error_line(invoke("eval", tmp_path / "nope.pt", "--batch-size", "0"), 2, "Invalid value for '--batch-size'")
 
 
 @pytest.mark.mnist

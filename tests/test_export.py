@@ -119,17 +119,17 @@ def test_without_the_onnx_extra_one_line_says_how_to_get_it(run, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+def documented_example() -> str:
+    text = (ROOT / "docs" / "export.md").read_text()
     return re.search(r"```python\n(# Classify with onnxruntime and NumPy.*?)```", text, re.S).group(1)
 
 
-def test_the_readme_example_classifies_with_onnxruntime_and_numpy_alone(run, data_dir, tmp_path):
+def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run, data_dir, tmp_path):
     model_path = tmp_path / "model.onnx"
     assert invoke("export", run, "--out", model_path, "--no-verify").exit_code == 0
     images = data_dir / "MNIST" / "raw" / FILES[False][0]
     code = (
-        readme_example()
+        documented_example()
         .replace("runs/cpu-final/model.onnx", str(model_path))
         .replace("data/MNIST/raw/t10k-images-idx3-ubyte", str(images))
     )

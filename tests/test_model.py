@@ -4,7 +4,8 @@ from torch import nn
 
 from mnist20k.config import PARAM_BUDGET, make_config
 from mnist20k.errors import UsageError
-from mnist20k.model import MODELS, build_model, count_params
+from mnist20k.model import DEFAULT_DROPOUT, MODELS
+from mnist20k.networks import build_model, count_params
 
 # The seed document's torchsummary table: (layer type, output shape without batch, parameters).
 SEED_TABLE = [
@@ -61,7 +62,7 @@ def test_seed_network_with_the_seeds_dropout_matches_the_seed_table_layer_by_lay
 
 def test_a_network_built_alone_is_the_one_training_builds_by_default():
     """One default: no Dropout2d layers, as the default recipe trains it; otherwise the seed's table."""
-    assert make_config().dropout == 0
+    assert make_config().dropout == DEFAULT_DROPOUT == 0
     assert layer_table(build_model("seed")) == [row for row in SEED_TABLE if row[0] != "Dropout2d"]
 
 

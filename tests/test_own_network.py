@@ -19,7 +19,7 @@ from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.errors import UsageError
 from mnist20k.evaluate import predict_log_probs
-from mnist20k.model import build_model, count_params
+from mnist20k.networks import build_model, count_params
 from mnist20k.refs import ModelCodeError
 from mnist20k.train import train
 
@@ -270,7 +270,7 @@ def test_summary_of_your_network_prints_field_and_checklist(user_dir):
     assert "✓ GAP or FC head  fully connected (head)" in result.stdout  # the mean in forward() is not a layer
     over = invoke("summary", "--model", "net.py:Net", "--budget", str(params - 1))
     assert over.exit_code == 1 and f"{params:,} / {params - 1:,} parameters (1 OVER)" in over.stdout
-    one_error_line(invoke("summary", "--budget", "0"), 2, "--budget must be at least 1")
+    one_error_line(invoke("summary", "--budget", "0"), 2, "Invalid value for '--budget'")
 
 
 # ---- train, eval, predict, resume, export -----------------------------------------------------

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD, augment
-from mnist20k.model import build_model
+from mnist20k.networks import build_model
 from mnist20k.train import (
     BatchStep,
     _checkpoint_state,
