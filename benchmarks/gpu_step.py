@@ -18,7 +18,8 @@ import torch
 from mnist20k.config import make_config
 from mnist20k.data import load_split
 from mnist20k.networks import build_model, model_kwargs
-from mnist20k.train import BatchStep, make_optimizer, make_scheduler, steps_per_epoch, train
+from mnist20k.step import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
+from mnist20k.train import train
 
 
 def profile_steps(config, data_dir: str | None, n: int) -> None:

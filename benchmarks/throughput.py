@@ -38,7 +38,8 @@ from mnist20k.data import MEAN, STD
 from mnist20k.device import resolve_device
 from mnist20k.evaluate import evaluate
 from mnist20k.networks import build_model
-from mnist20k.train import BatchStep, prepare
+from mnist20k.step import BatchStep
+from mnist20k.train import prepare
 
 PIPELINES = {"seed": None, "mnist20k-seed-recipe": "seed", "mnist20k-default": "default"}  # name -> recipe
 BATCH = 128

@@ -225,7 +225,8 @@ def sweep_command(
     Running the same command into the same --out again skips finished runs and resumes unfinished ones."""
     from mnist20k import process
     from mnist20k import sweep as sweeps
-    from mnist20k.render import SweepView, say
+    from mnist20k.render import say
+    from mnist20k.render_sweep import SweepView
     from mnist20k.rundir import new_run_path
 
     overrides = plain(settings)

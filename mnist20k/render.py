@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist20k.config import TrainConfig
-from mnist20k.results import TARGET, epochs_counted, loop_seconds, lowest_of_last, time_to_target
+from mnist20k.results import TARGET, loop_seconds, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
@@ -236,109 +236,3 @@ def print_score(score, checkpoint: Path) -> None:
         cells = [f"[green]{n}[/]" if i == digit else (f"[red]{n}[/]" if n else "·") for i, n in enumerate(row)]
         confusion.add_row(str(digit), *cells)
     console.print(confusion)
-
-
-class SweepView:
-    """A live bar over every epoch of every run, one line per finished run, a table per configuration."""
-
-    def __init__(self, total_epochs: int, last: int, target: float):
-        self.last, self.target = last, target
-        self.progress = Progress(
-            TextColumn("sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,  # plain lines only in a log or a pipe
-        )
-        self.task = self.progress.add_task("", total=total_epochs)
-
-    def start(self, jobs: list) -> None:
-        from mnist20k.sweep import State
-
-        for job in jobs:
-            if job.state is State.DONE:
-                say(f"{job.run.label}: finished before, skipped")
-            elif job.state is State.SAVED:
-                say(f"{job.run.label}: resuming after its last saved epoch")
-        self.progress.start()
-
-    def poll(self, epochs_done: int) -> None:
-        self.progress.update(self.task, completed=epochs_done)
-
-    def done(self, job, metrics: list[dict]) -> None:
-        from mnist20k.sweep import State, last_log_line
-
-        if job.state is not State.DONE:
-            say(f"{job.run.label}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
-            return
-        final, last = metrics[-1]["test_accuracy"], epochs_counted([metrics], self.last)
-        lowest = lowest_of_last(metrics, last)
-        say(f"{job.run.label}: final {final:.2f}%, lowest of the last {last} {lowest:.2f}% ({job.seconds:.0f} s)")
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-    def finish(self, record: dict) -> None:
-        self.stop()
-        for configuration in record["configurations"]:
-            print_configuration(configuration, self.target)
-        say(verdict(record), style="green" if record["holds"] else "yellow")
-
-
-def print_configuration(configuration: dict, target: float) -> None:
-    from mnist20k.sweep import configuration_name
-
-    s = configuration["summary"]
-    last = s["last"]
-    name = configuration_name(configuration["grid"])
-    table = Table(title=Text(name or "runs"), title_justify="left")
-    for col in ("seed", "final accuracy", f"lowest of last {last}", f"time to {target:.2f}%", "loop seconds"):
-        table.add_column(col, justify="right")
-    for run in configuration["runs"]:
-        key = str(run["seed"])
-        if run["status"] != "done":
-            table.add_row(key, run["status"], "", "", "")
-            continue
-        reached = s["time_to_target"][key]
-        table.add_row(
-            key,
-            f"{s['final_accuracy'][key]:.2f}%",
-            f"{s['lowest_of_last'][key]:.2f}%",
-            f"{reached['seconds']:.1f} s ({reached['epoch']})" if reached else "never",
-            f"{s['loop_seconds'][key]:.1f}",
-        )
-    if s["mean"] is not None:
-        std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
-        table.add_row("mean", f"{s['mean']:.2f}%{std}", "", "", "", style="bold")
-        table.add_row("min", f"{s['min']:.2f}%", "", "", "")
-    console.print(table)
-
-
-def verdict(record: dict) -> str:
-    """Whether every seed of every configuration held the target on each of its last epochs, and if not, which
-    missed it."""
-    target, last = record["target"], record["last"]
-    counted = {c["summary"]["last"] for c in record["configurations"] if c["summary"]["seeds"]}
-    if len(counted) == 1:  # every run is shorter than --last: name the number of epochs looked at
-        last = counted.pop()
-    elif counted - {last}:
-        last = f"{last} ({', '.join(map(str, sorted(counted - {last})))} where the runs are shorter)"
-    rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
-    from mnist20k.sweep import run_label
-
-    if not record["complete"]:
-        failed = [
-            run_label(r["seed"], c["grid"])
-            for c in record["configurations"]
-            for r in c["runs"]
-            if r["status"] == "failed"
-        ]
-        if failed:
-            return f"{rule}: not known, {', '.join(failed)} failed (see its train.log)"
-        return f"{rule}: not known yet, some runs have not finished"
-
-    misses = [run_label(seed, c["grid"]) for c in record["configurations"] for seed in c["summary"]["misses"]]
-    return f"{rule}: yes" if not misses else f"{rule}: no ({', '.join(misses)} missed it)"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "mnist20k"
-COMMAND_LINE = {"cli", "options", "render", "__main__"}  # the CLI's own modules; the rest is the library
+COMMAND_LINE = {"cli", "options", "render", "render_sweep", "__main__"}  # the CLI's own modules; the rest is the library
 
 
 def module_name(path: Path) -> str:

@@ -14,17 +14,8 @@ import torch.nn.functional as F
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD, augment
 from mnist20k.networks import build_model
-from mnist20k.train import (
-    BatchStep,
-    _checkpoint_state,
-    _restore,
-    make_optimizer,
-    make_scheduler,
-    prepare,
-    run_epochs,
-    train,
-    train_step,
-)
+from mnist20k.step import BatchStep, make_optimizer, make_scheduler, train_step
+from mnist20k.train import _checkpoint_state, _restore, prepare, run_epochs, train
 
 CONFIG = make_config(batch_size=16, dropout=0.1, epochs=2)
 
