@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
 from mnist20k import __version__
 from mnist20k.config import PARAM_BUDGET
 from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.options import Device, Format, ModelRef, Recipe, plain, with_settings
+from mnist20k.options import Checkpoint, DataDir, Device, Format, ModelRef, Recipe, plain, with_settings
 
 
 class _Commands(TyperGroup):
@@ -71,12 +71,6 @@ def _main(
     from mnist20k import process
 
     process.configure()
-
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(help="Folder holding MNIST/raw/ (default: $MNIST20K_DATA_DIR, else ~/.cache/mnist20k)."),
-]
 
 
 @app.command()
@@ -268,7 +262,7 @@ def sweep_command(
 
 @app.command("eval")
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    checkpoint: Checkpoint,
     data_dir: DataDir = None,
     device: Device = "auto",
     batch_size: Annotated[
@@ -308,7 +302,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    checkpoint: Checkpoint,
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
     device: Device = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
@@ -345,7 +339,7 @@ def predict(
 
 @app.command()
 def draw(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    checkpoint: Checkpoint,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the page on this machine.")] = 8020,
     host: Annotated[
         str, typer.Option(help="Address to serve on; other than 127.0.0.1, other machines can reach the page.")
@@ -379,7 +373,7 @@ def draw(
 
 @app.command("export")
 def export_network(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")],
+    checkpoint: Checkpoint,
     format: Annotated[Format, typer.Option("--format", help="File format for other runtimes.")] = Format.onnx,
     out: Annotated[
         Path | None, typer.Option(help="File to write (default: model.onnx or model.pt beside the checkpoint).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import fields
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -78,4 +79,12 @@ ModelRef = Annotated[
         metavar="FILE.py:NAME",
         help="Your own network's code, when the checkpoint holds one: mnist20k imports code only when you name it.",
     ),
+]
+
+
+Checkpoint = Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")]
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/ (default: $MNIST20K_DATA_DIR, else ~/.cache/mnist20k)."),
 ]
