@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "mnist20k"
-COMMAND_LINE = {"cli", "options", "render", "render_sweep", "__main__"}  # the CLI's own modules; the rest is the library
+COMMAND_LINE = {
+    "cli",
+    "options",
+    "render",
+    "render_sweep",
+    "__main__",
+}  # the CLI's own modules; the rest is the library
 
 
 def module_name(path: Path) -> str:
@@ -79,3 +85,12 @@ print(len(sys.modules))
 def test_importing_every_module_changes_nothing_in_the_process():
     done = subprocess.run([sys.executable, "-c", CHANGES], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_installed_package_holds_every_module_and_the_draw_page():
+    """CI installs the project as a user does (not editable): a module left out of the wheel fails here."""
+    import mnist20k
+
+    installed = Path(mnist20k.__file__).parent
+    source = {p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")} | {Path("draw.html")}
+    assert source <= {p.relative_to(installed) for p in installed.rglob("*") if p.is_file()}
