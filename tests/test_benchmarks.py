@@ -45,12 +45,12 @@ def layers(model: nn.Module) -> list[str]:
     "pipeline, rotate, translate", [("mnist20k-seed-recipe", 7.0, 0.0), ("mnist20k-default", 7.0, 2.0)]
 )
 def test_mnist20k_pipeline_augments_and_steps_as_train_does(pipeline, rotate, translate, data_dir, monkeypatch):
-    import mnist20k.train
+    import mnist20k.step
 
     throughput = load("throughput")
     calls = []
-    real_augment = mnist20k.train.augment
-    monkeypatch.setattr(mnist20k.train, "augment", lambda x, r, t, g: calls.append((r, t)) or real_augment(x, r, t, g))
+    real_augment = mnist20k.step.augment
+    monkeypatch.setattr(mnist20k.step, "augment", lambda x, r, t, g: calls.append((r, t)) or real_augment(x, r, t, g))
     recipe = throughput.PIPELINES[pipeline]
     step, model, _, _ = throughput.mnist20k_step(data_dir, torch.device("cpu"), recipe, False, False, False)
     before = [p.detach().clone() for p in model.parameters()]
