@@ -266,9 +266,10 @@ def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    import mnist20k.step as step
     import mnist20k.train as training
 
-    real_step, calls = training.train_step, []
+    real_step, calls = step.train_step, []
 
     def poisoned(net, optimizer, *args):
         calls.append(1)
@@ -280,7 +281,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_
             return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(training, "train_step", poisoned)
+    monkeypatch.setattr(step, "train_step", poisoned)
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="epoch 1's checkpoint is kept"):
         training.train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu")
