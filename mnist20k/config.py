@@ -71,6 +71,14 @@ TRAIN_IMAGES = 60_000
 PARAM_BUDGET = 20_000  # the challenge: under 20,000 parameters
 
 
+def parse_device(name: str) -> tuple[str, int | None]:
+    """'cuda:1' -> ('cuda', 1), 'cpu' -> ('cpu', None): the spelling checked, not whether the device is here."""
+    kind, colon, index = name.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"{name!r} is not one of {', '.join(DEVICES)}, cuda:N")
+    return kind, int(index) if colon else None
+
+
 def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
     """The named recipe with every override that is not None applied, checked for sense."""
     if recipe not in RECIPES:

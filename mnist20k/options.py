@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig
+from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig, parse_device
+from mnist20k.errors import UsageError
 
 
 def choices(name: str, values) -> type[Enum]:
@@ -56,9 +57,10 @@ def plain(settings: dict) -> dict:
 
 
 def _check_device(value: str) -> str:
-    kind, _, index = value.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(DEVICES)}, cuda:N")
+    try:
+        parse_device(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e)) from None
     return value
 
 
