@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist20k.errors import DataError
+from mnist20k.files import reason
 
 MEAN, STD = 0.1307, 0.3081  # of the 60,000 training images, scaled to [0, 1]
 FILES = {
@@ -54,7 +55,7 @@ def load_split(
         n, rows, cols = _check_idx(images_file, IMAGE_MAGIC, 3)
         (n_labels,) = _check_idx(labels_file, LABEL_MAGIC, 1)
     except OSError as e:
-        raise DataError(f"cannot read {e.filename}: {e.strerror or e}") from None
+        raise DataError(f"cannot read {e.filename}: {reason(e)}") from None
     if (rows, cols) != (28, 28):
         raise DataError(f"{images_file} holds {rows}x{cols} images, not 28x28: not MNIST")
     if n != n_labels:

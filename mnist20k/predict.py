@@ -13,6 +13,7 @@ from torch import nn
 
 from mnist20k.data import normalize
 from mnist20k.errors import Mnist20kError
+from mnist20k.files import reason
 
 INK_THRESHOLD = 0.25  # of the ink's full strength: fainter pixels do not count towards the bounding box
 MAX_PIXELS = 50_000_000  # no photo of a digit needs more (a phone camera gives 12-50 MP); larger is refused unread
@@ -83,7 +84,7 @@ def _read_gray(path: Path | str | BinaryIO, name: str) -> torch.Tensor:
     except FileNotFoundError:
         raise Mnist20kError(f"{name}: no such file") from None
     except (IsADirectoryError, PermissionError) as e:
-        raise Mnist20kError(f"{name}: {e.strerror}") from None
+        raise Mnist20kError(f"{name}: {reason(e)}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # Pillow's words for a broken file
         raise Mnist20kError(f"{name}: not a readable PNG or JPEG (truncated, corrupt or another format)") from None
     factor = max(1, math.ceil(max(gray.size) / WORK_SIDE))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.files import reason
 
 _IDENTIFIER = r"[A-Za-z_]\w*"
 _DOTTED = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*")
@@ -118,7 +119,7 @@ def _import_file(ref: str, path: Path):
     except IsADirectoryError:
         raise UsageError(f"--model {ref}: {path} is a folder, not a .py file") from None
     except OSError as e:
-        raise UsageError(f"--model {ref}: cannot read {path}: {e.strerror or e}") from None
+        raise UsageError(f"--model {ref}: cannot read {path}: {reason(e)}") from None
     path = path.resolve()
     folder = str(path.parent)
     # A module name of its own: the user's file never replaces a module already imported (say "model").
