@@ -116,7 +116,7 @@ def train(
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set and save a checkpoint."""
-    from mnist20k.config import make_config, read_config
+    from mnist20k.config import flag, make_config, read_config
     from mnist20k.refs import is_reference
     from mnist20k.render import TrainView
     from mnist20k.rundir import new_run_path
@@ -129,7 +129,7 @@ def train(
         given = [k for k, v in overrides.items() if v is not None]
         given += ["recipe"] * (recipe is not None) + ["config"] * (config_file is not None)
         if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            flags = ", ".join(flag(k) for k in given)
             raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
         config, model, out = None, model, out or find_checkpoint(resume).parent
     elif config_file is not None:

@@ -143,6 +143,11 @@ TRUE, FALSE = ("1", "true", "t", "yes", "y", "on"), ("0", "false", "f", "no", "n
 SETTINGS = {f.name: f.type for f in fields(TrainConfig)}  # name -> kind
 
 
+def flag(name: str) -> str:
+    """A setting's command-line option: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
 def setting_name(key: str) -> str:
     """A setting as the user may spell it, batch-size or batch_size, as TrainConfig names it; or UsageError."""
     name = key.strip().replace("-", "_")

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig, parse_device
+from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig, flag, parse_device
 from mnist20k.errors import UsageError
 
 
@@ -33,8 +33,8 @@ def setting_options() -> list[inspect.Parameter]:
     params = []
     for f in fields(TrainConfig):
         kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else KINDS[f.type]
-        flag = "--" + f.name.replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        spelled = flag(f.name)
+        decls = [f"{spelled}/--no-{spelled[2:]}"] if kind is bool else [spelled]
         value = getattr(default, f.name)
         shown = ("on" if value else "off") if kind is bool else value
         option = typer.Option(*decls, help=f"{f.metadata['help']} (default: {shown})", show_default=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mnist20k.config import TrainConfig, make_config, parse_setting, setting_name
+from mnist20k.config import TrainConfig, flag, make_config, parse_setting, setting_name
 from mnist20k.errors import UsageError
 
 SWEEP_FILE = "sweep.json"
@@ -49,7 +49,7 @@ def parse_grid(pairs: list[str], given: dict) -> dict[str, list]:
             if name in grid:
                 raise UsageError(f"given twice; list its values once: --set {key}=A,B")
             if given.get(name) is not None:
-                raise UsageError(f"--{name.replace('_', '-')} and --set {key} both set it; keep one")
+                raise UsageError(f"{flag(name)} and --set {key} both set it; keep one")
             grid[name] = [parse_setting(name, v.strip()) for v in values.split(",")]
         except UsageError as e:
             raise UsageError(f"--set {pair!r}: {e}") from None
