@@ -15,7 +15,7 @@ from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import FILES
-from mnist20k.export import inference_network
+from mnist20k.export import TOLERANCE, inference_network
 from mnist20k.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,8 @@ def test_the_inference_network_has_no_batchnorm_or_dropout_and_gives_the_same_ou
     assert nn.BatchNorm2d not in kinds and nn.Dropout2d not in kinds and nn.Conv2d in kinds
     x = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+        # Folding reorders float32 products and sums: held to the bound export holds its files to.
+        torch.testing.assert_close(folded(x), model(x), atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
