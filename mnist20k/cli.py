@@ -116,8 +116,7 @@ def train(
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set and save a checkpoint."""
-    from mnist20k.config import flag, make_config, read_config
-    from mnist20k.refs import is_reference
+    from mnist20k.config import config_for_run, flag
     from mnist20k.render import TrainView
     from mnist20k.rundir import new_run_path
 
@@ -132,16 +131,8 @@ def train(
             flags = ", ".join(flag(k) for k in given)
             raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
         config, model, out = None, model, out or find_checkpoint(resume).parent
-    elif config_file is not None:
-        if recipe is not None:
-            raise UsageError("--config holds every setting of the run: drop --recipe, or give options to change it")
-        config, model = read_config(config_file, **overrides), None
-        # A network of your own is code: it runs only when named on the command line, never from a file read.
-        if is_reference(config.model) and overrides["model"] is None:
-            raise UsageError(f"{config_file} trains {config.model}: name its code with --model {config.model}")
-        out = out or new_run_path()
     else:
-        config, model = make_config((recipe or Recipe.default).value, **overrides), None
+        config, model = config_for_run(recipe and recipe.value, config_file, overrides), None
         out = out or new_run_path()
     view = TrainView(config, out, resumed=resume is not None)
     _run_training(config, view, data_dir, out, device, resume, overwrite, model)
@@ -223,22 +214,11 @@ def sweep_command(
     from mnist20k.render_sweep import SweepView
     from mnist20k.rundir import new_run_path
 
-    overrides = plain(settings)
-    if not 0 < target <= 100:
-        raise UsageError(f"--target is a percentage in (0, 100], got {target}")
-    seed_list = sweeps.parse_seeds(seeds or ["1-5"])
-    values = sweeps.parse_grid(grid or [], overrides)
     out = out or new_run_path("runs", prefix="sweep-")
-    runs = sweeps.plan(recipe.value, overrides, values, seed_list, out)
-    identity = sweeps.identity(recipe.value, overrides, values)
-    sweeps.check_folder(out, identity, overwrite)
-    sweeps.check_runs_can_start(runs, data_dir)
-    job = sweeps.Sweep(
-        out, runs, identity, device, data_dir,
-        jobs or sweeps.default_jobs(device, len(runs)), target, last, overwrite,
-    )  # fmt: skip
-    view = SweepView(sum(r.config.epochs for r in runs), last, target)
-    say(f"sweep of {len(runs)} runs, {job.jobs} at a time -> {out}")
+    job = sweeps.prepare(recipe.value, plain(settings), grid or [], seeds or ["1-5"], out, device, data_dir, jobs,
+                         target, last, overwrite)  # fmt: skip
+    view = SweepView(sum(r.config.epochs for r in job.runs), last, target)
+    say(f"sweep of {len(job.runs)} runs, {job.jobs} at a time -> {out}")
     try:
         with process.sigterm_as_interrupt():
             record = sweeps.run(job, on_start=view.start, on_poll=view.poll, on_done=view.done)

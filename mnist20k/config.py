@@ -202,6 +202,20 @@ def read_config(path: Path | str, **overrides: object) -> TrainConfig:
         raise UsageError(f"{path}: {e}") from None
 
 
+def config_for_run(recipe: str | None, config_file: Path | str | None, overrides: dict) -> TrainConfig:
+    """What a new run trains: a config.json with `overrides` over it, or a recipe (default: "default") with
+    them. A config.json naming code of the user's own is refused unless `overrides` name that code too: code
+    runs only when named on the command line, never because a file that was read names it."""
+    if config_file is None:
+        return make_config(recipe or "default", **overrides)
+    if recipe is not None:
+        raise UsageError("--config holds every setting of the run: drop --recipe, or give options to change it")
+    config = read_config(config_file, **overrides)
+    if is_reference(config.model) and overrides.get("model") is None:
+        raise UsageError(f"{config_file} trains {config.model}: name its code with --model {config.model}")
+    return config
+
+
 def from_dict(d: dict) -> TrainConfig:
     """Rebuild a config saved by an earlier version: unknown keys are dropped, missing ones default."""
     known = {f.name for f in fields(TrainConfig)}

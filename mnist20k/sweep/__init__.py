@@ -28,6 +28,7 @@ from mnist20k.sweep.plan import (
     parse_grid,
     parse_seeds,
     plan,
+    prepare,
     run_label,
 )
 from mnist20k.sweep.record import build_record, read_metrics, summary_object, write_record
@@ -35,6 +36,6 @@ from mnist20k.sweep.record import build_record, read_metrics, summary_object, wr
 __all__ = [
     "SWEEP_FILE", "Interrupted", "Job", "Planned", "State", "Sweep", "build_record", "check_folder",
     "check_runs_can_start", "child_command", "configuration_name", "default_jobs", "identity", "last_log_line",
-    "parse_grid", "parse_seeds", "plan", "read_metrics", "run", "run_label", "run_state", "summary_object",
+    "parse_grid", "parse_seeds", "plan", "prepare", "read_metrics", "run", "run_label", "run_state", "summary_object",
     "write_record",
 ]  # fmt: skip

@@ -172,6 +172,32 @@ def default_jobs(device: str, n_runs: int) -> int:
     return max(1, min(4, n_runs)) if resolve_device(device).type == "cuda" else 1
 
 
+def prepare(
+    recipe: str,
+    overrides: dict,
+    grid: list[str],
+    seeds: list[str],
+    out: Path,
+    device: str,
+    data_dir: Path | None,
+    jobs: int | None,
+    target: float,
+    last: int,
+    overwrite: bool,
+) -> Sweep:
+    """A sweep from its command's words (--set pairs, --seeds texts), checked: its runs, its folder (new, or
+    holding this same sweep) and what the runs need (their networks build, the data is there)."""
+    if not 0 < target <= 100:
+        raise UsageError(f"--target is a percentage in (0, 100], got {target}")
+    values = parse_grid(grid, overrides)
+    runs = plan(recipe, overrides, values, parse_seeds(seeds), out)
+    same = identity(recipe, overrides, values)
+    check_folder(out, same, overwrite)
+    check_runs_can_start(runs, data_dir)
+    jobs = jobs or default_jobs(device, len(runs))
+    return Sweep(out, runs, same, device, data_dir, jobs, target, last, overwrite)
+
+
 def check_runs_can_start(runs: list[Planned], data_dir: Path | None) -> None:
     """Build each distinct network once and read the data once, here, so that a bad --model or missing
     data is one line before any folder is made, and a first download happens once, not in every run."""
