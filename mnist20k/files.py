@@ -36,6 +36,13 @@ def write_file(path: Path | str, data: bytes) -> None:
         raise
 
 
+def remove_unfinished(path: Path | str) -> None:
+    """Delete what a write_file(path) cut short by a kill left behind: its temporary files beside `path`."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def reason(error: OSError) -> str:
     """The operating system's words for an OSError: 'No space left on device', 'File too large'."""
     return error.strerror or str(error)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist20k.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from mnist20k.errors import OutputError, UsageError
-from mnist20k.files import reason, write_file
+from mnist20k.files import reason, remove_unfinished, write_file
 
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME)
 
@@ -55,8 +55,7 @@ class RunDir:
         epochs for a resumed one (dropping any line written after that checkpoint). A run killed in the
         middle of a write left a temporary file beside the one it was replacing: it goes now."""
         for name in RUN_FILES:
-            for unfinished in self.path.glob(f".{name}.*.tmp"):
-                unfinished.unlink(missing_ok=True)
+            remove_unfinished(self.path / name)
         write_config(self.config, config)
         write_file(self.metrics, _jsonl(metrics))
 
