@@ -17,6 +17,7 @@ import errno
 import io
 import json
 import re
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -135,6 +136,12 @@ class DrawServer(ThreadingHTTPServer):
                 raise Mnist20kError(f"port {port} is in use on {host}: pick another with --port") from None
             raise Mnist20kError(f"cannot serve on {host}:{port}: {reason(e)}") from None
         self.names = host_names(host, self.server_address[1])
+
+    def handle_error(self, request, client_address) -> None:
+        """A client gone mid-request (a closed tab resets its connection) is no fault of the server's and is not
+        reported; anything else gets socketserver's report."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -240,6 +240,25 @@ def test_a_stroke_drawn_in_a_browser_is_read(server, run, tmp_path):
     assert bars[shown] == pytest.approx(predicted["top3"][0]["p"], abs=1e-9)
 
 
+def test_a_client_that_resets_its_connection_mid_request_gets_no_traceback(run, capsys):
+    """A tab closed in the middle of a request resets the connection: the server goes on and prints nothing."""
+    import socket
+    import struct
+
+    server = DrawServer(load_model(run, CPU), CPU, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sock = socket.create_connection(server.server_address[:2])
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: ")  # a request cut short ...
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # ... by a reset (RST), as a closed tab's
+        assert request(server, "GET", "/")[0] == 200  # still serving
+    finally:
+        server.shutdown()
+        server.server_close()  # joins the handler threads: every one has finished
+    assert capsys.readouterr().err == ""
+
+
 def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
     import signal
     import subprocess
@@ -253,7 +272,8 @@ def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
     port = int(line.split(":")[3].split("/")[0])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", "/")
-    assert connection.getresponse().status == 200  # serving, so the Ctrl-C below lands where it would
+    reply = connection.getresponse()
+    assert reply.status == 200 and reply.read()  # serving, so the Ctrl-C below lands where it would
     connection.close()
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
