@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist20k.errors import CheckpointError, SourceChanged
+from mnist20k.errors import CheckpointError
 from mnist20k.files import reason, write_file
 
 FORMAT = "mnist20k-checkpoint"
@@ -91,60 +91,10 @@ def _check_format(path: Path, ckpt: object) -> None:
         )
 
 
-def model_from_checkpoint(ckpt: dict, model: str | None = None) -> nn.Module:
-    """The network the checkpoint names, with its weights loaded; `model` is the reference to pass for
-    a network of the user's own (see network_from_checkpoint)."""
-    return network_from_checkpoint(ckpt, model)[0]
-
-
-def network_from_checkpoint(ckpt: dict, model: str | None = None):
-    """(network with its weights, its Source or None for a built-in).
-
-    A built-in network is rebuilt from its recorded name and settings. A network of the user's own is
-    rebuilt only from the reference `model` given now, never from the checkpoint's record: importing the
-    code is the user's decision. A source file that changed since training gets a SourceChanged warning;
-    weights that do not fit are refused either way.
-    """
-    from mnist20k.errors import UsageError
-    from mnist20k.networks import build_checked, build_model
-    from mnist20k.refs import is_reference, resolve
-
-    spec = ckpt["model"]
-    theirs = isinstance(spec, dict) and isinstance(spec.get("ref"), str)
-    if not theirs and not (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
-        raise CheckpointError(f"checkpoint names no model it can rebuild: its 'model' entry is {spec!r:.80}")
-    if theirs and model is None:
-        raise UsageError(
-            f"this checkpoint holds a network of your own: pass --model {spec['ref']} to load it "
-            "(mnist20k imports code only from a reference you give)"
-        )
-    source = resolve(model) if model is not None and is_reference(model) else None
-    if source is not None:
-        recorded = spec.get("sha256") if theirs else None
-        if recorded is not None and source.sha256 != recorded:
-            changed = f"{source.path} has changed since this checkpoint was saved; loading its weights into it as it is"
-            warnings.warn(SourceChanged(changed), stacklevel=2)
-        network = build_checked(source)
-    elif model is not None and model != spec.get("name"):
-        network = build_model(model)  # another built-in: its weights must fit, as checked below
-    else:
-        try:
-            network = build_model(spec["name"], **spec.get("kwargs", {}))
-        except (UsageError, TypeError, ValueError) as e:
-            raise CheckpointError(
-                f"checkpoint names a network this mnist20k cannot build ({spec!r:.80}): {e}"
-            ) from None
-    try:
-        network.load_state_dict(ckpt["model_state"])
-    except (TypeError, KeyError, RuntimeError, ValueError) as e:
-        lines = [line.strip() for line in str(e).split("\n") if line.strip()]
-        detail = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0] if lines else "")
-        named = model or spec.get("ref") or spec.get("name")
-        raise CheckpointError(f"checkpoint weights do not fit the model ({named}): {detail[:200]}") from None
-    return network, source
-
-
-def load_model(path: Path | str, device: torch.device, model: str | None = None) -> nn.Module:
+def load_model(path: Path | str, device: torch.device, model: str | None = None, args: dict | None = None) -> nn.Module:
     """The network a checkpoint (or run folder) records, with its weights, on `device` in the layout
-    training used; `model` is the reference of a network of the user's own."""
-    return model_from_checkpoint(load_checkpoint(path), model).to(device, memory_format=torch.channels_last)
+    training used; `model` is the reference of a network of the user's own, `args` replace its arguments."""
+    from mnist20k.networks import network_from_checkpoint
+
+    network = network_from_checkpoint(load_checkpoint(path), model, args).module
+    return network.to(device, memory_format=torch.channels_last)

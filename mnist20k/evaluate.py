@@ -74,15 +74,19 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def load_for_eval(
-    path: Path | str, data_dir: Path | str | None = None, device: str = "auto", model: str | None = None
+    path: Path | str,
+    data_dir: Path | str | None = None,
+    device: str = "auto",
+    model: str | None = None,
+    args: dict | None = None,
 ) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The network a checkpoint records, with its weights, and the test set, on one device; `model`
-    names the code of a network of your own."""
+    names the code of a network of your own, `args` replace its recorded arguments."""
     from mnist20k.checkpoint import load_model
     from mnist20k.device import resolve_device
 
     dev = resolve_device(device)
-    network = load_model(path, dev, model)
+    network = load_model(path, dev, model, args)
     images, labels = load_split(data_dir, train=False, device=dev)
     return network, images, labels
 

@@ -21,6 +21,7 @@ from mnist20k.config import EXPORT_FORMATS
 from mnist20k.data import MEAN, STD
 from mnist20k.errors import Mnist20kError, UsageError
 from mnist20k.files import write_file
+from mnist20k.results import split
 
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
 EXTRA_HINT = "pip install 'mnist20k[onnx]'"
@@ -88,6 +89,7 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 def metadata(ckpt: dict) -> dict[str, str]:
     """What a user of the file needs besides the weights: how to prepare the input, what it scored."""
     last = ckpt["metrics"][-1] if ckpt["metrics"] else {}
+    scored = split(last) if last else "test"
     return {
         "producer": "mnist20k",
         "model": json.dumps(ckpt["model"]),
@@ -95,7 +97,7 @@ def metadata(ckpt: dict) -> dict[str, str]:
         "normalize_mean": str(MEAN),
         "normalize_std": str(STD),
         "output": "log_probs: (N, 10) log-probabilities of the digits 0-9",
-        "test_accuracy": str(last.get("test_accuracy", "")),
+        f"{scored}_accuracy": str(last.get(f"{scored}_accuracy", "")),
     }
 
 
@@ -180,12 +182,14 @@ def export(
     check: bool = True,
     data_dir: Path | str | None = None,
     model: str | None = None,
+    args: dict | None = None,
 ) -> tuple[Path, Verified | None]:
     """Write the checkpoint's network as `fmt` to `out` (default: model.onnx / model.pt beside the
     checkpoint). With `check`, the exported network is first run on the 10,000 test images beside the
     PyTorch one, and nothing is written unless they match; the file is written atomically."""
-    from mnist20k.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+    from mnist20k.checkpoint import find_checkpoint, load_checkpoint
     from mnist20k.data import load_split
+    from mnist20k.networks import network_from_checkpoint
 
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
@@ -194,10 +198,11 @@ def export(
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
     ckpt = load_checkpoint(source)
-    network = inference_network(model_from_checkpoint(ckpt, model))
+    network = inference_network(network_from_checkpoint(ckpt, model, args).module)
     data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
     verified = None
     if check:
-        verified = verify(model_from_checkpoint(ckpt, model), data, fmt, *load_split(data_dir, train=False))
+        trained = network_from_checkpoint(ckpt, model, args).module
+        verified = verify(trained, data, fmt, *load_split(data_dir, train=False))
     write_file(path, data)
     return path, verified

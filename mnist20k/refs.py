@@ -1,9 +1,9 @@
 """Networks of your own, named by reference: `path/to/file.py:Name` or `package.module:Name`.
 
 The habit of timm's --model and uvicorn's module:attr. `Name` is an nn.Module subclass or a function
-that returns one, called with no arguments. Code is imported only from a reference the user gives on
-the command line or in a TrainConfig, never from a checkpoint: a checkpoint records the reference, the
-file's path and its SHA-256, and loading it asks for the reference again.
+that returns one, called with the run's `--arg NAME=VALUE` arguments (networks.py checks them). Code is
+imported only from a reference the user gives on the command line, never from a file it reads: a checkpoint
+records the reference, the file's path and its SHA-256, and loading it asks for the reference again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import inspect
 import os
 import re
 import sys
@@ -59,7 +58,7 @@ class Source:
     ref: str  # as the user gave it
     path: str  # the resolved source file
     sha256: str  # of the file's bytes, as imported
-    factory: Callable[[], object]
+    factory: Callable[..., object]
     roots: tuple[str, ...]  # folders of the user's code, to find their frame in a traceback
 
     def record(self) -> dict:
@@ -82,21 +81,15 @@ def resolve(ref: str) -> Source:
         factory = getattr(factory, part)
     if not callable(factory) or isinstance(factory, types.ModuleType):
         raise UsageError(f"--model {ref}: {attr} is a {type(factory).__name__}, not an nn.Module class or a function")
-    required = _required_arguments(factory)
-    if required:
-        raise UsageError(
-            f"--model {ref}: {attr} needs arguments ({', '.join(required)}); give a class or function "
-            "that builds the network with none, e.g. a def that calls it with yours"
-        )
     return Source(ref, path, digest, factory, roots)
 
 
-def build(source: Source):
-    """Call the reference's class or function; the error of the user's code is told by its own line."""
+def build(source: Source, args: dict):
+    """Call the reference's class or function with `args`; the error of the user's code is told by its own line."""
     import torch.nn as nn
 
     with _importable(source.roots[0]), user_code(source.ref, source.roots):
-        model = source.factory()
+        model = source.factory(**args)
     if not isinstance(model, nn.Module):
         raise ModelCodeError(f"--model {source.ref} returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -154,18 +147,6 @@ def _import_module(ref: str, dotted: str):
 
 def _is_prefix(name: str | None, dotted: str) -> bool:
     return name is not None and (dotted == name or dotted.startswith(name + "."))
-
-
-def _required_arguments(factory: Callable) -> list[str]:
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return []
-    return [
-        p.name
-        for p in signature.parameters.values()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
 
 
 @contextlib.contextmanager

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import FILES
 from mnist20k.export import TOLERANCE, inference_network
+from mnist20k.networks import network_from_checkpoint
 from mnist20k.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,8 @@ def run(tmp_path_factory, data_dir):
 
 
 def test_the_inference_network_has_no_batchnorm_or_dropout_and_gives_the_same_outputs(run):
-    model = model_from_checkpoint(load_checkpoint(run)).eval()
-    folded = inference_network(model_from_checkpoint(load_checkpoint(run)))
+    model = network_from_checkpoint(load_checkpoint(run)).module.eval()
+    folded = inference_network(network_from_checkpoint(load_checkpoint(run)).module)
     kinds = {type(m) for m in folded.modules()}
     assert nn.BatchNorm2d not in kinds and nn.Dropout2d not in kinds and nn.Conv2d in kinds
     x = torch.randn(16, 1, 28, 28)
@@ -137,7 +138,7 @@ def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run,
     no_torch = "import sys; sys.modules['torch'] = None\n"  # the example must not need PyTorch
     done = subprocess.run([sys.executable, "-c", no_torch + code], capture_output=True, text=True, check=True)
     printed = [int(d) for d in re.findall(r"\d", done.stdout.strip().splitlines()[-1])]
-    model = model_from_checkpoint(load_checkpoint(run)).eval()
+    model = network_from_checkpoint(load_checkpoint(run)).module.eval()
     from mnist20k.data import load_split, normalize
 
     test_images, _ = load_split(data_dir, train=False)

@@ -66,6 +66,12 @@ def needs(width):
     return Net()
 
 
+def sized(width, depth=1):
+    """A factory with arguments: --arg width=6 --arg depth=2."""
+    layers = [block(1, width), nn.MaxPool2d(2)] + [block(width, width) for _ in range(depth)]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
 def fails():
     return Net(width=4)
 
@@ -291,7 +297,8 @@ def test_train_eval_predict_resume_of_your_network(user_dir, data_dir, tmp_path)
         "ref": "net.py:Net",
         "path": str(source),
         "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-    }  # where the code was, never the code
+        "args": {},
+    }  # where the code was and what it was called with, never the code
 
     # without --model, nothing imports the user's code: each command says which reference to pass
     for args in (["eval", out], ["predict", out, "x.png"], ["train", "--resume", out], ["export", out]):

@@ -90,10 +90,11 @@ def mnist_model(tmp_path_factory):
 
 @pytest.mark.mnist
 def test_predict_on_photos_of_test_digits_agrees_with_the_originals(mnist_model, tmp_path):
-    from mnist20k.checkpoint import load_checkpoint, model_from_checkpoint
+    from mnist20k.checkpoint import load_checkpoint
+    from mnist20k.networks import network_from_checkpoint
 
     images, _ = load_split(None, train=False)
-    model = model_from_checkpoint(load_checkpoint(mnist_model)).eval()
+    model = network_from_checkpoint(load_checkpoint(mnist_model)).module.eval()
     originals = images[:20, 0].float() / 255
     with torch.no_grad():
         expected = model((originals[:, None] - 0.1307) / 0.3081).argmax(1).tolist()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD, augment
-from mnist20k.networks import build_model
+from mnist20k.networks import Network, build_model
 from mnist20k.step import BatchStep, make_optimizer, make_scheduler, train_step
 from mnist20k.train import _checkpoint_state, _restore, prepare, run_epochs, train
 
@@ -132,8 +132,9 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
         train_step(model, opt, images[idx], labels[idx], CONFIG, gen)
         sched.step()
     run = SimpleNamespace(
-        config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen, source=None
-    )
+        config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen,
+        network=Network(model, "seed", {}),
+    )  # fmt: skip
     state = _checkpoint_state(run, [])
     torch.save(state, tmp_path / "c.pt")
     ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
