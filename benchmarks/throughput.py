@@ -104,7 +104,7 @@ def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_gra
         loss_sum += r.batch_step(idx)
         r.scheduler.step()
 
-    return step, r.model, r.gen, r.test
+    return step, r.model, r.gen, r.scored
 
 
 def mnist20k_pipeline(data_dir, dev, recipe, steps, warmup, amp, compile, cuda_graph, profile=False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ class TrainConfig:
         "seed",
         "Network: seed (18,448 parameters), tiny (7,736), micro (3,968), or your own: file.py:Name, pkg.mod:Name.",
     )
+    # a network's own keyword arguments (--arg NAME=VALUE): not a flag of its own, so not in SETTINGS
+    args: dict = field(default_factory=dict, metadata={"help": "Keyword arguments of the network's constructor."})
     epochs: int = setting(20, "Passes over the 60,000 training images.")
     batch_size: int = setting(128, "Images per optimizer step.")
     lr: float = setting(0.05, "Peak learning rate of the one-cycle schedule, or the constant one; tiny and micro: 0.1.")
@@ -36,6 +39,9 @@ class TrainConfig:
     translate: float = setting(2.0, "Max shift in pixels, drawn per image and axis.")
     label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
     seed: int = setting(1, "Seeds weights, dropout, shuffling and augmentation.")
+    val: int = setting(
+        0, "Hold out the last N training images and score them each epoch instead of the test set (never opened)."
+    )
     max_batches: int = setting(0, "Stop each epoch after this many batches (0: the whole epoch); smoke tests.")
     amp: bool = setting(False, "bfloat16 autocast on CUDA (changes numerics).")
     compile: bool = setting(False, "torch.compile the model (slow first epoch, faster after).")
@@ -68,6 +74,7 @@ CHOICES = {"schedule": SCHEDULES}  # settings with a fixed set of values
 DEVICES = ("auto", "cpu", "cuda", "mps")  # "cuda:1" names one of several GPUs
 EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # and the file each writes by default
 TRAIN_IMAGES = 60_000
+MAX_VAL = 59_000  # a validation split leaves at least 1,000 images to train on
 PARAM_BUDGET = 20_000  # the challenge: under 20,000 parameters
 
 
@@ -125,10 +132,28 @@ def validate(c: TrainConfig) -> None:
         (0 <= c.translate <= 14, f"--translate must be between 0 and 14 pixels, got {c.translate}"),
         (0 <= c.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (c.max_batches >= 0, f"--max-batches must be >= 0, got {c.max_batches}"),
+        (0 <= c.val <= MAX_VAL, f"--val must be between 1 and {MAX_VAL:,} images (0: none), got {c.val}"),
+        (
+            c.batch_size <= TRAIN_IMAGES - c.val,
+            f"--batch-size is over the {TRAIN_IMAGES - c.val:,} images --val leaves",
+        ),
+        (
+            isinstance(c.args, dict) and all(isinstance(k, str) and k.isidentifier() for k in c.args),
+            f"args must map argument names to values, got {c.args!r:.80}",
+        ),
+        (_is_json(c.args), f"--arg values must be numbers, text, true/false, or lists of them: {c.args!r:.80}"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+
+
+def _is_json(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _finite(x: float) -> bool:
@@ -140,11 +165,13 @@ def _finite(x: float) -> bool:
 KINDS = {"int": int, "float": float, "str": str, "bool": bool}  # the fields' annotations are strings
 KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "on or off"}
 TRUE, FALSE = ("1", "true", "t", "yes", "y", "on"), ("0", "false", "f", "no", "n", "off")  # click's words
-SETTINGS = {f.name: f.type for f in fields(TrainConfig)}  # name -> kind
+SETTINGS = {f.name: f.type for f in fields(TrainConfig) if f.type in KINDS}  # name -> kind; args is no flag
 
 
 def flag(name: str) -> str:
-    """A setting's command-line option: batch_size -> --batch-size."""
+    """A setting's command-line option: batch_size -> --batch-size; the network's args are each an --arg."""
+    if name == "args":
+        return "--arg"
     return "--" + name.replace("_", "-")
 
 
@@ -180,6 +207,34 @@ def check_setting(name: str, value):
     return value
 
 
+def parse_network_args(pairs: list[str] | None) -> dict | None:
+    """`--arg NAME=VALUE` values: VALUE a Python literal (12, 0.1, (8, 8), 8,8,12,12, 'relu'), or else the
+    text itself. None when none is given."""
+    if not pairs:
+        return None
+    args = {}
+    for pair in pairs or []:
+        name, eq, text = pair.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise UsageError(f"--arg takes NAME=VALUE with NAME a Python identifier, not {pair!r}")
+        args[name] = literal(text)
+    return args
+
+
+def literal(text: str) -> object:
+    """A Python literal's value, or the text itself when it is none (a bare word). Tuples become lists, as
+    config.json keeps them, so that a run trained again from its config.json builds the very same network."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):  # a set, bytes, a complex number: refused with the run's other settings
+        return value
+
+
 def read_config(path: Path | str, **overrides: object) -> TrainConfig:
     """The run a config.json describes: a run folder's, or one written by hand, where a setting left out
     takes the default recipe's value for its network. `overrides` that are not None replace the file's."""
@@ -195,9 +250,13 @@ def read_config(path: Path | str, **overrides: object) -> TrainConfig:
     if not isinstance(d, dict):
         raise UsageError(f"{path} holds a JSON {type(d).__name__}, not an object of settings")
     try:
+        args = d.pop("args", {})
+        if not isinstance(args, dict):
+            raise UsageError(f"args takes an object of the network's arguments, not {json.dumps(args)}")
         settings = {setting_name(key): value for key, value in d.items()}
         settings = {name: check_setting(name, value) for name, value in settings.items()}
-        return make_config("default", **{**settings, **{k: v for k, v in overrides.items() if v is not None}})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return make_config("default", **{**settings, **given, "args": {**args, **given.get("args", {})}})
     except UsageError as e:
         raise UsageError(f"{path}: {e}") from None
 

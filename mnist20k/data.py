@@ -39,14 +39,15 @@ def load_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of one split, on `device`.
 
-    Downloads the four files into `root` only when some are missing; a complete folder is only read,
-    so it may be read-only.
+    Only the split's two files are opened: a run scored on held-out training images never opens the test
+    files, and needs none. Downloads the four files into `root` only when the split's are missing; a
+    complete folder is only read, so it may be read-only.
     """
-    from torchvision.datasets import MNIST
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
     root = Path(root) if root is not None else default_data_dir()
     raw = raw_folder(root)
-    if any(not (raw / name).is_file() for name in ALL_FILES):
+    if any(not (raw / name).is_file() for name in FILES[train]):
         if not download:
             raise DataError(_missing_message(raw))
         _download(root)
@@ -61,12 +62,12 @@ def load_split(
     if n != n_labels:
         raise DataError(f"{images_file.name} has {n:,} images but {labels_file.name} has {n_labels:,} labels")
     try:
-        ds = MNIST(str(root), train=train, download=False)
+        images, labels = read_image_file(str(images_file)), read_label_file(str(labels_file))
     except Exception as e:  # torchvision reports bad files as bare assertions
         raise DataError(f"cannot read MNIST from {raw}: {e or type(e).__name__}") from None
-    if ds.targets.numel() and int(ds.targets.max()) > 9:
+    if labels.numel() and int(labels.max()) > 9:
         raise DataError(f"{labels_file} holds labels above 9: not MNIST labels")
-    return ds.data.unsqueeze(1).to(device), ds.targets.to(device)
+    return images.unsqueeze(1).to(device), labels.long().to(device)
 
 
 def _check_idx(path: Path, magic: int, ndim: int) -> list[int]:

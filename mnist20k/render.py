@@ -10,9 +10,23 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist20k.config import TrainConfig
-from mnist20k.results import TARGET, loop_seconds, time_to_target
+from mnist20k.results import TARGET, accuracy, epoch_line, loop_seconds, split, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
+
+
+def live_bar(label: str, unit: str) -> Progress:
+    """A bar over many runs' epochs or trials, with an ETA; plain lines only in a log or a pipe."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 def say(text: str, style: str | None = None) -> None:
@@ -20,7 +34,7 @@ def say(text: str, style: str | None = None) -> None:
     console.print(text, style=style, markup=False, highlight=False)
 
 
-def print_summary(name: str, budget: int) -> bool:
+def print_summary(name: str, args: dict, budget: int) -> bool:
     """The torchinfo table, the receptive field and the challenge's checklist; True when the network is
     within `budget` parameters."""
     import torchinfo
@@ -28,7 +42,7 @@ def print_summary(name: str, budget: int) -> bool:
     from mnist20k.anatomy import inspect_network
     from mnist20k.networks import build_model, count_params
 
-    model = build_model(name)
+    model = build_model(name, **args)
     stats = torchinfo.summary(
         model,
         input_size=(1, 1, 28, 28),
@@ -71,15 +85,6 @@ def _check(ok: bool, rule: str, detail: str) -> None:
 class SpeedColumn(ProgressColumn):
     def render(self, task) -> Text:
         return Text(f"{task.speed:6.1f} it/s" if task.speed else "     - it/s", style="cyan")
-
-
-def epoch_line(r: dict, epochs: int) -> str:
-    """One line per epoch, the same on a terminal and in a log file."""
-    return (
-        f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  train_loss {r['train_loss']:.4f}  "
-        f"test_loss {r['test_loss']:.4f}  test_acc {r['test_correct']}/{r['test_total']} "
-        f"({r['test_accuracy']:.2f}%)  lr {r['lr']:.5f}  {r['seconds']:.1f}s"
-    )
 
 
 class TrainView:
@@ -148,21 +153,22 @@ class TrainView:
         return f"interrupted: the last completed epoch is saved; resume with: {resume_command(self.out, self.config)}"
 
     def finish(self, metrics: list[dict], curves: bool) -> None:
+        s = split(metrics[-1])
         table = Table(title="epochs", title_justify="left")
-        for col in ("epoch", "train loss", "test loss", "test accuracy", "lr", "seconds"):
+        for col in ("epoch", "train loss", f"{s} loss", f"{s} accuracy", "lr", "seconds"):
             table.add_column(col, justify="right")
         for r in metrics:
             table.add_row(
                 str(r["epoch"]),
                 f"{r['train_loss']:.4f}",
-                f"{r['test_loss']:.4f}",
-                f"{r['test_correct']}/{r['test_total']} ({r['test_accuracy']:.2f}%)",
+                f"{r[s + '_loss']:.4f}",
+                f"{r[s + '_correct']}/{r[s + '_total']} ({r[s + '_accuracy']:.2f}%)",
                 f"{r['lr']:.5f}",
                 f"{r['seconds']:.1f}",
             )
         console.print(table)
         last = metrics[-1]
-        say(f"final test accuracy: {last['test_accuracy']:.2f}% ({last['test_correct']}/{last['test_total']})")
+        say(f"final {s} accuracy: {last[s + '_accuracy']:.2f}% ({last[s + '_correct']}/{last[s + '_total']})")
         reached = time_to_target(metrics)
         if reached is None:
             say(f"never reached {TARGET:.2f}% ({loop_seconds(metrics):.1f} s of training loop)")
@@ -171,8 +177,8 @@ class TrainView:
                 f"time to {TARGET:.2f}%: {reached.seconds:.1f} s (epoch {reached.epoch}; "
                 f"{loop_seconds(metrics):.1f} s of training loop in all)"
             )
-        accuracies = [r["test_accuracy"] for r in metrics]
-        say(f"test accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%")
+        accuracies = [accuracy(r) for r in metrics]
+        say(f"{s} accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%")
         say(f"checkpoint: {self.out / 'checkpoint.pt'}")
         if curves:
             say(f"curves: {self.out / 'curves.png'}")

@@ -3,12 +3,11 @@ configuration, and the verdict."""
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from mnist20k.render import console, say
-from mnist20k.results import epochs_counted, lowest_of_last
+from mnist20k.render import console, live_bar, say
+from mnist20k.results import accuracy, epochs_counted, lowest_of_last
 
 
 class SweepView:
@@ -16,16 +15,7 @@ class SweepView:
 
     def __init__(self, total_epochs: int, last: int, target: float):
         self.last, self.target = last, target
-        self.progress = Progress(
-            TextColumn("sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,  # plain lines only in a log or a pipe
-        )
+        self.progress = live_bar("sweep", "epochs")
         self.task = self.progress.add_task("", total=total_epochs)
 
     def start(self, jobs: list) -> None:
@@ -47,7 +37,7 @@ class SweepView:
         if job.state is not State.DONE:
             say(f"{job.run.label}: failed (exit {job.returncode}): {last_log_line(job)}", style="red")
             return
-        final, last = metrics[-1]["test_accuracy"], epochs_counted([metrics], self.last)
+        final, last = accuracy(metrics[-1]), epochs_counted([metrics], self.last)
         lowest = lowest_of_last(metrics, last)
         say(f"{job.run.label}: final {final:.2f}%, lowest of the last {last} {lowest:.2f}% ({job.seconds:.0f} s)")
 

@@ -9,10 +9,30 @@ from dataclasses import asdict, dataclass
 TARGET = 99.4  # percent: the challenge's line
 
 
+def split(record: dict) -> str:
+    """Which images an epoch was scored on: "val" (held out of the training images, --val) or "test"."""
+    return "val" if "val_accuracy" in record else "test"
+
+
+def accuracy(record: dict) -> float:
+    """An epoch's accuracy in percent, on the images the run scores (see split)."""
+    return record[f"{split(record)}_accuracy"]
+
+
+def epoch_line(r: dict, epochs: int) -> str:
+    """One line per epoch, the same on a terminal and in a log file."""
+    s = split(r)
+    return (
+        f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  train_loss {r['train_loss']:.4f}  "
+        f"{s}_loss {r[s + '_loss']:.4f}  {s}_acc {r[s + '_correct']}/{r[s + '_total']} "
+        f"({r[s + '_accuracy']:.2f}%)  lr {r['lr']:.5f}  {r['seconds']:.1f}s"
+    )
+
+
 @dataclass(frozen=True)
 class Reached:
-    epoch: int  # the first epoch whose test accuracy was at or above the target
-    seconds: float  # training loop time until that epoch's test score was known, earlier epochs included
+    epoch: int  # the first epoch whose accuracy was at or above the target
+    seconds: float  # training loop time until that epoch's score was known, earlier epochs included
 
 
 def time_to_target(metrics: list[dict], target: float = TARGET) -> Reached | None:
@@ -20,7 +40,7 @@ def time_to_target(metrics: list[dict], target: float = TARGET) -> Reached | Non
     elapsed = 0.0
     for r in metrics:
         elapsed += r["seconds"]
-        if r["test_accuracy"] >= target:
+        if accuracy(r) >= target:
             return Reached(r["epoch"], elapsed)
     return None
 
@@ -31,9 +51,9 @@ def loop_seconds(metrics: list[dict]) -> float:
 
 
 def lowest_of_last(metrics: list[dict], k: int) -> float:
-    """The lowest test accuracy among the last `k` epochs (all of them in a shorter run): how steady the
+    """The lowest accuracy among the last `k` epochs (all of them in a shorter run): how steady the
     run ended."""
-    return min(r["test_accuracy"] for r in metrics[-k:])
+    return min(accuracy(r) for r in metrics[-k:])
 
 
 def epochs_counted(runs: list[list[dict]], last: int) -> int:
@@ -45,7 +65,7 @@ def summarize(runs: dict[int, list[dict]], target: float = TARGET, last: int = 3
     """Many seeds of one configuration, from their records: each seed's final accuracy, the lowest of its
     last `last` epochs and its time to `target`; mean, standard deviation (None for one run) and minimum
     of the final accuracies; and whether every seed held `target` on each of its last `last` epochs."""
-    finals = {seed: metrics[-1]["test_accuracy"] for seed, metrics in runs.items()}
+    finals = {seed: accuracy(metrics[-1]) for seed, metrics in runs.items()}
     lowest = {seed: lowest_of_last(metrics, last) for seed, metrics in runs.items()}
     reached = {seed: time_to_target(metrics, target) for seed, metrics in runs.items()}
     values = list(finals.values())

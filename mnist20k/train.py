@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from mnist20k import __version__
-from mnist20k.checkpoint import find_checkpoint, load_checkpoint, network_from_checkpoint
+from mnist20k.checkpoint import find_checkpoint, load_checkpoint
 from mnist20k.config import TrainConfig, from_dict, make_config
 from mnist20k.data import load_split
 from mnist20k.device import resolve_device
 from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
-from mnist20k.networks import build_network, count_params, model_record
-from mnist20k.refs import Source, user_code
+from mnist20k.networks import Network, count_params, network_for, network_from_checkpoint
+from mnist20k.refs import user_code
 from mnist20k.rundir import RunDir
 from mnist20k.step import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
 
@@ -43,13 +43,14 @@ class Run:
     config: TrainConfig
     dev: torch.device
     model: nn.Module
-    source: Source | None  # where a network of the user's own came from; None for a built-in
+    network: Network  # what rebuilds the model: a built-in's name and arguments, or the user's code
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator  # shuffling and augmentation
     batch_step: BatchStep
     train_images: int
-    test: tuple[torch.Tensor, torch.Tensor]
+    scored: tuple[torch.Tensor, torch.Tensor]  # the images scored each epoch
+    split: str  # which they are: "val" (held out of the training images) or "test"
     folder: RunDir | None
     metrics: list[dict]  # the resumed run's epochs, or none
 
@@ -67,8 +68,8 @@ def train(
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict]:
-    """Train `config.model` (default: make_config()) on MNIST and score it on the test set after
-    every epoch.
+    """Train `config.model` (default: make_config()) on MNIST and score it after every epoch: on the test
+    set, or with `config.val` on that many training images held out of training (the test set unopened).
 
     Writes checkpoint.pt, metrics.jsonl and config.json into `out_dir` (nothing when it is None).
     With `resume` (a checkpoint or run folder) the run continues after its last completed epoch,
@@ -84,7 +85,8 @@ def train(
     if on_start is not None:
         on_start(r.config, count_params(r.model))
     # A network of the user's own may fail only in training mode: its error is told as one line, at its line.
-    with user_code(r.source.ref, r.source.roots) if r.source is not None else contextlib.nullcontext():
+    source = r.network.source
+    with user_code(source.ref, source.roots) if source is not None else contextlib.nullcontext():
         return run_epochs(r, on_step, on_epoch)
 
 
@@ -109,7 +111,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
         # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
         # for eval mode and for the smaller last batch.
-        score = evaluate(r.model, *r.test)
+        score = evaluate(r.model, *r.scored)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
             done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "no checkpoint was written"
@@ -117,10 +119,10 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "test_loss": score.loss,
-            "test_correct": score.correct,
-            "test_total": score.total,
-            "test_accuracy": score.accuracy,
+            f"{r.split}_loss": score.loss,
+            f"{r.split}_correct": score.correct,
+            f"{r.split}_total": score.total,
+            f"{r.split}_accuracy": score.accuracy,
             "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
@@ -147,14 +149,18 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
     # The network first: a user's network that fails to build is told before any data is read.
     torch.manual_seed(config.seed)
     if ckpt is not None:
-        model, source = network_from_checkpoint(ckpt, model_ref)  # weights that do not fit are refused first
+        network = network_from_checkpoint(ckpt, model_ref)  # weights that do not fit are refused first
         if ckpt["epoch"] >= config.epochs:
             raise UsageError(f"{find_checkpoint(resume)} has finished all {config.epochs} epochs: nothing to resume")
     else:
-        model, source = build_network(config.model, config.dropout)
+        network = network_for(config.model, config.args, config.dropout)
     # Data before the run folder: a data error then leaves no empty run folder behind.
     train_x, train_y = load_split(data_dir, train=True, device=dev)
-    test = load_split(data_dir, train=False, device=dev)
+    if config.val:  # the last images of the file: the same ones for every seed and every run
+        scored, split = (train_x[-config.val :], train_y[-config.val :]), "val"
+        train_x, train_y = train_x[: -config.val], train_y[: -config.val]
+    else:
+        scored, split = load_split(data_dir, train=False, device=dev), "test"
     folder = RunDir(out_dir) if out_dir is not None else None
     if folder is not None:
         same_run = resume is not None and folder.checkpoint.resolve() == find_checkpoint(resume).resolve()
@@ -162,7 +168,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
 
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
-    model = model.to(dev, memory_format=torch.channels_last)
+    model = network.module.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
     # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
     capture = config.cuda_graph and dev.type == "cuda" and not config.compile
@@ -175,19 +181,20 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
         metrics = list(ckpt["metrics"])
     if folder is not None:
         folder.start(asdict(config), metrics)
-    return Run(config, dev, model, source, optimizer, scheduler, gen, batch_step, len(train_x), test, folder, metrics)
+    return Run(
+        config, dev, model, network, optimizer, scheduler, gen, batch_step, len(train_x), scored, split, folder, metrics
+    )
 
 
 def _checkpoint_state(r: Run, metrics: list[dict]) -> dict:
     rng = {"torch": torch.get_rng_state(), "generator": r.gen.get_state(), "device": r.dev.type}
     if r.dev.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(r.dev)
-    c = r.config
     return {
         "mnist20k_version": __version__,
-        "model": model_record(c.model, c.dropout, r.source),
+        "model": r.network.record(),
         "model_state": r.model.state_dict(),
-        "config": asdict(c),
+        "config": asdict(r.config),
         "epoch": len(metrics),
         "metrics": metrics,
         "optimizer_state": _lr_as_float(r.optimizer.state_dict()),

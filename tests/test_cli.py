@@ -196,6 +196,7 @@ def test_compile_path_compiles_trains_and_saves_plain_weights(data_dir, tmp_path
 # A value other than the default for every training setting (compile aside: the test above runs it)
 EVERY_SETTING = {
     "model": "tiny",
+    "args": {"widths": [8, 16, 10, 16, 16, 12]},
     "epochs": 1,
     "batch_size": 64,
     "lr": 0.07,
@@ -209,6 +210,7 @@ EVERY_SETTING = {
     "translate": 1.0,
     "label_smoothing": 0.1,
     "seed": 7,
+    "val": 100,
     "max_batches": 1,
     "amp": True,
     "compile": False,
@@ -226,6 +228,9 @@ def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_p
     args = []
     for name, value in EVERY_SETTING.items():
         flag = "--" + name.replace("_", "-")
+        if name == "args":  # the network's arguments, each an --arg
+            args += [a for k, v in value.items() for a in ("--arg", f"{k}={','.join(map(str, v))}")]
+            continue
         assert flag in help_text, name
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + flag[2:])

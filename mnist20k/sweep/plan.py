@@ -202,9 +202,9 @@ def check_runs_can_start(runs: list[Planned], data_dir: Path | None) -> None:
     """Build each distinct network once and read the data once, here, so that a bad --model or missing
     data is one line before any folder is made, and a first download happens once, not in every run."""
     from mnist20k.data import load_split
-    from mnist20k.networks import build_network
+    from mnist20k.networks import network_for
 
-    for name in dict.fromkeys(r.config.model for r in runs):
-        build_network(name, 0.0)
-    for train in (True, False):
+    for c in {json.dumps([r.config.model, r.config.args], sort_keys=True): r.config for r in runs}.values():
+        network_for(c.model, c.args, c.dropout)
+    for train in (True, False) if any(r.config.val == 0 for r in runs) else (True,):  # --val: never the test files
         load_split(data_dir, train=train)
