@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, TrainConfig, flag, parse_device
+from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, SETTINGS, TrainConfig, flag, parse_device
 from mnist20k.errors import UsageError
 
 
@@ -32,6 +32,8 @@ def setting_options() -> list[inspect.Parameter]:
     default = RECIPES["default"]
     params = []
     for f in fields(TrainConfig):
+        if f.name not in SETTINGS:
+            continue  # the network's arguments: --arg, given where a command takes them
         kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else KINDS[f.type]
         spelled = flag(f.name)
         decls = [f"{spelled}/--no-{spelled[2:]}"] if kind is bool else [spelled]
@@ -80,6 +82,16 @@ ModelRef = Annotated[
         "--model",
         metavar="FILE.py:NAME",
         help="Your own network's code, when the checkpoint holds one: mnist20k imports code only when you name it.",
+    ),
+]
+
+
+NetworkArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arg",
+        metavar="NAME=VALUE",
+        help="A keyword argument of the network's constructor, a Python literal (widths=8,8,12,12); repeatable.",
     ),
 ]
 

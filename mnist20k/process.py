@@ -33,6 +33,13 @@ def keep_freed_memory() -> None:
     mallopt(m_top_pad, 256 << 20)  # grow the heap in large steps
 
 
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; tune prints its own line per trial instead."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt: a killed job stops the way an
     interrupted one does, saving what it has."""

@@ -1,0 +1,105 @@
+"""The mnist20k command line: thin typer commands that parse options, call the library and render.
+
+Each command is a function in a module of this package, registered here. torch is imported inside the
+commands, so `mnist20k --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer vendors click from 0.24 on; before, its errors were click's own
+    from typer.exceptions import TyperException as _CliError
+except ImportError:  # pragma: no cover
+    from click import ClickException as _CliError
+
+from mnist20k import __version__
+from mnist20k.cli import checkpoints, summary, sweep, train, tune
+from mnist20k.errors import Mnist20kError
+
+
+class _Commands(TyperGroup):
+    """Every failure the user is told of, told here, once, whichever command and however it is called (the
+    console script, python -m, a test's CliRunner): a Mnist20kError or a usage error that typer finds as one
+    `error:` line on stderr and its exit code; mnist20k's warnings as `warning:` lines."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            with _warnings_as_lines():
+                code = super().main(*args, standalone_mode=False, **kwargs)
+        except Mnist20kError as e:
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except _CliError as e:
+            if type(e).__name__ != "NoArgsIsHelpError":  # the help text was already printed
+                typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """mnist20k's own warnings as one `warning:` line each on stderr; others as Python prints them."""
+    from mnist20k.errors import SourceChanged
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SourceChanged)
+        python_shows = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, SourceChanged):
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                python_shows(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mnist20k {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    from mnist20k import process
+
+    process.configure()
+
+
+app.command()(summary.summary)
+app.command()(train.train)
+app.command("sweep")(sweep.sweep)
+app.command("tune")(tune.tune)
+app.command("eval")(checkpoints.evaluate)
+app.command()(checkpoints.predict)
+app.command()(checkpoints.draw)
+app.command("export")(checkpoints.export_network)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="mnist20k")

@@ -1,0 +1,156 @@
+"""The commands that read a checkpoint: eval, predict, draw and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist20k.config import parse_network_args
+from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.options import Checkpoint, DataDir, Device, Format, ModelRef, NetworkArgs
+
+
+def evaluate(
+    checkpoint: Checkpoint,
+    data_dir: DataDir = None,
+    device: Device = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Test images per forward pass (default: 1000 on a GPU, 128 on a CPU).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    errors: Annotated[
+        Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
+    ] = None,
+    errors_limit: Annotated[int, typer.Option(min=1, help="At most this many tiles in --errors.")] = 100,
+    model: ModelRef = None,
+    arg: NetworkArgs = None,
+) -> None:
+    """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
+    from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
+    from mnist20k.render import print_mistakes, print_score
+
+    if errors is not None and errors.suffix.lower() != ".png":
+        raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
+    network, images, labels = load_for_eval(checkpoint, data_dir, device, model, parse_network_args(arg))
+    log_probs = predict_log_probs(network, images, batch_size)  # one pass serves the score and --errors
+    score = score_log_probs(log_probs, labels)
+    mistakes = []
+    if errors is not None:
+        mistakes = find_mistakes(log_probs, labels, errors_limit)
+        if mistakes:
+            save_mistake_grid(images, mistakes, errors)
+    if json_output:
+        result = score.to_dict()
+        if errors is not None:
+            result["errors"] = [vars(m) for m in mistakes]
+        typer.echo(json.dumps(result))
+        return
+    print_score(score, checkpoint)
+    if errors is not None:
+        print_mistakes(mistakes, errors)
+
+
+def predict(
+    checkpoint: Checkpoint,
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
+    device: Device = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
+    model: ModelRef = None,
+    arg: NetworkArgs = None,
+) -> None:
+    """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""
+    import torch
+
+    from mnist20k.checkpoint import load_model
+    from mnist20k.device import resolve_device
+    from mnist20k.predict import predict as classify
+    from mnist20k.predict import read_digit
+    from mnist20k.render import print_predictions
+
+    dev = resolve_device(device)
+    network = load_model(checkpoint, dev, model, parse_network_args(arg))
+    digits, paths, failed = [], [], 0
+    for path in images:
+        try:
+            digits.append(read_digit(path))
+            paths.append(str(path))
+        except Mnist20kError as e:  # one line for this file; the others are still read
+            typer.echo(f"error: {e}", err=True)
+            failed += 1
+    predictions = classify(network, torch.stack(digits).to(dev), paths) if digits else []
+    if json_output:
+        for p in predictions:
+            typer.echo(json.dumps(p.to_dict()))
+    elif predictions:
+        print_predictions(predictions)
+    if failed:
+        raise typer.Exit(1)
+
+
+def draw(
+    checkpoint: Checkpoint,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the page on this machine.")] = 8020,
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; other than 127.0.0.1, other machines can reach the page.")
+    ] = "127.0.0.1",
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in your browser.")] = True,
+    device: Device = "auto",
+    model: ModelRef = None,
+    arg: NetworkArgs = None,
+) -> None:
+    """Draw digits in your browser and watch the network read them; Ctrl-C stops it."""
+    from mnist20k.checkpoint import load_model
+    from mnist20k.device import resolve_device
+    from mnist20k.draw import LOCAL, DrawServer
+    from mnist20k.render import say
+
+    dev = resolve_device(device)
+    network = load_model(checkpoint, dev, model, parse_network_args(arg))
+    server = DrawServer(network, dev, host, port)
+    if host not in LOCAL:
+        typer.echo(f"warning: serving on {host}: anyone who can reach this machine can use the page", err=True)
+    with server:
+        try:
+            say(f"drawing page: {server.url}  (Ctrl-C stops it)")
+            if browser:
+                import webbrowser
+
+                webbrowser.open(server.url)
+            server.serve_forever()
+        except KeyboardInterrupt:  # the way it ends, whenever it comes
+            say("stopped")
+
+
+def export_network(
+    checkpoint: Checkpoint,
+    format: Annotated[Format, typer.Option("--format", help="File format for other runtimes.")] = Format.onnx,
+    out: Annotated[
+        Path | None, typer.Option(help="File to write (default: model.onnx or model.pt beside the checkpoint).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the file if it exists.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check the export against PyTorch on the 10,000 test images.")
+    ] = True,
+    data_dir: DataDir = None,
+    model: ModelRef = None,
+    arg: NetworkArgs = None,
+) -> None:
+    """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
+    from mnist20k.export import TOLERANCE, export
+    from mnist20k.render import say
+
+    path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model,
+                           args=parse_network_args(arg))  # fmt: skip
+    say(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    if checked is None:
+        say("not checked against PyTorch (--no-verify)")
+        return
+    say(
+        "checked on the 10,000 test images: the same digit for every image, "
+        f"outputs within {checked.max_difference:.1g} "
+        f"(allowed {TOLERANCE:g}); accuracy {checked.pytorch_accuracy:.2f}% in PyTorch, "
+        f"{checked.exported_accuracy:.2f}% in the {format.value} file"
+    )

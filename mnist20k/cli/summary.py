@@ -1,0 +1,24 @@
+"""`mnist20k summary`: the network's parameter table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mnist20k.config import PARAM_BUDGET, parse_network_args
+from mnist20k.options import NetworkArgs
+
+
+def summary(
+    model: Annotated[
+        str, typer.Option(help="seed, tiny, micro, or your own network: file.py:Name or package.module:Name.")
+    ] = "seed",
+    arg: NetworkArgs = None,
+    budget: Annotated[int, typer.Option(min=1, help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
+) -> None:
+    """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
+    from mnist20k.render import print_summary
+
+    if not print_summary(model, parse_network_args(arg) or {}, budget):
+        raise typer.Exit(1)

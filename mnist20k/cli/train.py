@@ -1,0 +1,84 @@
+"""`mnist20k train`: one run, with progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist20k.config import parse_network_args
+from mnist20k.errors import UsageError
+from mnist20k.options import DataDir, Device, NetworkArgs, Recipe, plain, with_settings
+
+
+@with_settings
+def train(
+    recipe: Annotated[
+        Recipe | None,
+        typer.Option(
+            help="Base settings: default; fast (9 epochs); seed (the seed document's). Options override. "
+            "(default: default)",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Train what this config.json says (a run folder's, or your own); options beside it override it.",
+        ),
+    ] = None,
+    arg: NetworkArgs = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<date>_<time>, or the resumed run's)")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this checkpoint or run folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    **settings,
+) -> None:
+    """Train the network; after each epoch, score it on the test set (or --val held-out images) and save it."""
+    from mnist20k.config import config_for_run, flag
+    from mnist20k.render import TrainView
+    from mnist20k.rundir import new_run_path
+
+    overrides = {**plain(settings), "args": parse_network_args(arg)}
+    if resume is not None:
+        from mnist20k.checkpoint import find_checkpoint
+
+        model = overrides.pop("model")  # names the code of a network of your own, not a new setting
+        given = [k for k, v in overrides.items() if v is not None]
+        given += ["recipe"] * (recipe is not None) + ["config"] * (config_file is not None)
+        if given:
+            flags = ", ".join(flag(k) for k in given)
+            raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+        config, model, out = None, model, out or find_checkpoint(resume).parent
+    else:
+        config, model = config_for_run(recipe and recipe.value, config_file, overrides), None
+        out = out or new_run_path()
+    view = TrainView(config, out, resumed=resume is not None)
+    _run_training(config, view, data_dir, out, device, resume, overwrite, model)
+
+
+def _run_training(config, view, data_dir, out, device, resume, overwrite, model) -> None:
+    from mnist20k import process
+    from mnist20k.train import train as run_training
+
+    try:
+        with process.sigterm_as_interrupt():
+            metrics = run_training(
+                config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite, model=model,
+                on_start=view.start, on_step=view.step, on_epoch=view.epoch,
+            )  # fmt: skip
+    except process.INTERRUPTS as e:
+        view.stop()
+        typer.echo(view.interrupted_message(), err=True)
+        raise typer.Exit(process.exit_code(e)) from None
+    finally:
+        view.stop()
+    from mnist20k.plots import save_curves
+
+    view.finish(metrics, curves=save_curves(metrics, Path(out) / "curves.png"))

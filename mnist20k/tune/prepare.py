@@ -1,0 +1,111 @@
+"""A study from tune's command words, checked before anything is made: the search space against the settings
+and the network, the validation split (tune never opens the test files), the folder, the data, and the storage.
+Every refusal is one line and leaves nothing behind."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from mnist20k.config import MAX_VAL, TrainConfig, make_config, validate
+from mnist20k.errors import UsageError
+from mnist20k.sweep.plan import parse_seeds
+from mnist20k.tune.space import Dimension, parse_search
+from mnist20k.tune.study import JOURNAL, PRUNERS
+from mnist20k.tune.worker import WorkerSpec
+
+TUNE_FILE = "tune.json"
+DEFAULT_VAL = 10_000
+AGGREGATES = ("mean", "min")
+
+
+@dataclass(frozen=True)
+class Tune:
+    spec: WorkerSpec
+    space: list[Dimension]
+    config: TrainConfig  # the fixed settings of every trial
+    jobs: int
+    overwrite: bool
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.spec.folder)
+
+    def search(self) -> dict:
+        """What makes a study this study: running the same command again continues it; another is refused."""
+        return {
+            "search": [f"{d.key}={d.spec()}" for d in self.space],
+            "config": asdict(self.config),
+            "seeds": self.spec.seeds,
+            "aggregate": self.spec.aggregate,
+            "budget": self.spec.budget,
+        }
+
+
+def prepare(
+    recipe: str,
+    overrides: dict,
+    search: list[str],
+    trials: int,
+    jobs: int,
+    out: Path,
+    storage: str | None,
+    study: str | None,
+    seeds: list[str],
+    aggregate: str,
+    pruner: str,
+    budget: int,
+    device: str,
+    data_dir: Path | None,
+    overwrite: bool,
+    sampler_seed: int | None = None,
+) -> Tune:
+    from mnist20k.data import load_split
+    from mnist20k.networks import network_for
+
+    if aggregate not in AGGREGATES or pruner not in PRUNERS:  # typer's choices make these unreachable from the CLI
+        raise UsageError(f"--aggregate is one of {', '.join(AGGREGATES)}; --pruner one of {', '.join(PRUNERS)}")
+    val = overrides.get("val")
+    if val is not None and not 1 <= val <= MAX_VAL:
+        raise UsageError(f"--val must be between 1 and {MAX_VAL:,} for tune: trials are judged on held-out images")
+    config = make_config(recipe, **{**overrides, "val": val or DEFAULT_VAL})
+    space = parse_search(search)
+    for dim in space:
+        check_dimension(dim, config)
+    check_folder(out, overwrite)
+    network_for(config.model, config.args, config.dropout)  # the fixed network builds, before any data is read
+    load_split(data_dir, train=True)  # the training file only: the test files are never opened
+    spec = WorkerSpec(
+        folder=str(out), storage=storage, study=study or out.name, search=search, config=asdict(config),
+        trials=trials, seeds=parse_seeds(seeds), aggregate=aggregate, pruner=pruner, sampler_seed=sampler_seed,
+        budget=budget, device=device,
+        data_dir=None if data_dir is None else str(data_dir),
+    )  # fmt: skip
+    return Tune(spec, space, config, jobs, overwrite)
+
+
+def check_dimension(dim: Dimension, config: TrainConfig) -> None:
+    """Each end of a range, and each choice, is a value a run can take: refused here, not in trial 17."""
+    values = dim.choices or (dim.low, dim.high)
+    try:
+        if dim.is_arg:
+            from mnist20k.networks import check_args, constructor
+
+            factory = constructor(config.model)
+            for value in values:
+                check_args(config.model, factory, {**config.args, dim.name: value}, required=False)
+        else:
+            for value in values:
+                validate(replace(config, **{dim.name: value}))
+    except UsageError as e:
+        raise UsageError(f"--search {dim.key}={dim.spec()}: {e}") from None
+
+
+def check_folder(out: Path, overwrite: bool) -> None:
+    """A study folder is new, empty, or a study's (its journal or tune.json); anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if not out.exists() or overwrite:
+        return
+    if any(out.iterdir()) and not ((out / JOURNAL).exists() or (out / TUNE_FILE).exists()):
+        raise UsageError(f"{out} is not empty and holds no study: give an empty or new --out")

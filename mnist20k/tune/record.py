@@ -1,0 +1,148 @@
+"""A study's record, DIR/tune.json: the search, the device and versions, every trial, the best ones, the
+parameter importances, and the `mnist20k sweep` command that confirms the best settings on the test set.
+DIR/study.png draws the optimization history and the importances (Optuna's plots; matplotlib)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from mnist20k import __version__
+from mnist20k.config import SETTINGS, flag, make_config
+from mnist20k.files import write_file
+from mnist20k.sweep.record import device_name
+from mnist20k.tune.prepare import TUNE_FILE, Tune
+from mnist20k.tune.space import split_params
+from mnist20k.tune.study import finished
+
+FORMAT = "mnist20k-tune"
+BEST = 10  # trials in the table of the best
+
+
+def write_record(tune: Tune, study: optuna.Study) -> dict:
+    record = build_record(tune, study)
+    write_file(tune.folder / TUNE_FILE, (json.dumps(record, indent=1) + "\n").encode())
+    record["plot"] = save_plot(study, tune.folder / "study.png")
+    return record
+
+
+def build_record(tune: Tune, study: optuna.Study) -> dict:
+    import torch
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state is TrialState.COMPLETE]
+    best = sorted(done, key=lambda t: t.value, reverse=True)[:BEST]
+    spec = tune.spec
+    return {
+        "format": FORMAT,
+        "format_version": 1,
+        "study": spec.study,
+        "storage": "journal file study.log" if spec.storage is None else "database",
+        **tune.search(),
+        "trials_total": spec.trials,
+        "finished": len(finished(study)),
+        "pruner": spec.pruner,
+        "value": f"{spec.aggregate} over seeds of the final epoch's validation accuracy ({tune.config.val:,} images)",
+        "device": device_name(spec.device),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "mnist20k": __version__,
+        "best": [trial_entry(t) for t in best],
+        "importances": importances(study),
+        "confirm": confirm_command(tune, best[0].params) if best else None,
+        "trials": [trial_entry(t) for t in trials],
+    }
+
+
+def trial_entry(t) -> dict:
+    attrs = t.user_attrs
+    return {
+        "number": t.number,
+        "outcome": attrs.get("outcome") or ("running" if t.state is TrialState.RUNNING else "interrupted, retried"),
+        "value": t.value,
+        "params": t.params,
+        "seed_values": attrs.get("seed_values"),
+        "pruned_at": attrs.get("pruned_at"),
+        "parameters": attrs.get("params"),
+        "message": attrs.get("message"),
+        "folder": attrs.get("folder"),
+        "seconds": attrs.get("seconds"),
+        "epochs": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        "retry_of": attrs.get("retry_of"),
+    }
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's default evaluator's share of each searched key in the value; empty with too few trials."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {k: round(v, 4) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError):  # fewer than two complete trials, or one value only
+        return {}
+
+
+def confirm_command(tune: Tune, params: dict) -> str:
+    """`mnist20k sweep` with the study's fixed settings and the trial's values, on all 60,000 training images
+    (no --val) over seeds 1-5: the one place the settings meet the test set."""
+    settings, args = split_params(params)
+    config = tune.config
+    default = make_config("default", model=config.model)
+    words = ["mnist20k", "sweep", "--model", config.model]
+    for name in SETTINGS:
+        value = settings.get(name, getattr(config, name))
+        if name in ("model", "seed", "val") or value == getattr(default, name):
+            continue
+        if isinstance(value, bool):
+            words.append(flag(name) if value else f"--no-{flag(name)[2:]}")
+        else:
+            words += [flag(name), str(value)]
+    for key, value in {**config.args, **args}.items():
+        words += ["--arg", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    words += ["--seeds", "1-5", "--out", str(tune.folder / "confirm")]
+    return shlex.join(words)
+
+
+def save_plot(study: optuna.Study, path) -> bool:
+    """Optuna's optimization history beside its parameter importances, as one PNG; False without matplotlib
+    or with too few trials to draw."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+    except ImportError:
+        return False
+    if sum(t.state is TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) < 2:
+        return False
+    panels = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        for plot in (plot_optimization_history, plot_param_importances):
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError):
+                continue
+            png = io.BytesIO()
+            ax.figure.set_size_inches(7, 4.5)
+            ax.figure.savefig(png, format="png", dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+            png.seek(0)
+            panels.append(plt.imread(png))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), layout="constrained")
+    for ax, image in zip(list(axes) if len(panels) > 1 else [axes], panels, strict=True):
+        ax.imshow(image)
+        ax.axis("off")
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    write_file(path, out.getvalue())
+    return True

@@ -1,0 +1,163 @@
+"""A tune worker: claims trials of a study until it has its total, and trains each as ordinary run folders,
+in this process, through the library's train(). `mnist20k tune` starts `--jobs` of them
+(`python -m mnist20k.tune.worker SPEC INDEX`), and a machine joining a shared study starts its own.
+
+Every epoch's validation accuracy is reported to Optuna, which may prune the trial; a trial's value is its
+final epoch's, the mean (or the minimum) over its seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from mnist20k import process
+from mnist20k.config import TrainConfig, validate
+from mnist20k.errors import Mnist20kError, TrainingDiverged
+from mnist20k.results import epoch_line
+from mnist20k.tune.space import parse_search, split_params
+from mnist20k.tune.study import claim, heartbeat, make_pruner, open_storage, open_study, retry
+
+
+class Prune(BaseException):
+    """Raised from inside train() when Optuna prunes the trial: a BaseException, so that it passes through the
+    guard that tells a user network's own errors (refs.user_code) unchanged, as an interrupt does."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker of a study is told: plain values, passed on its command line as JSON."""
+
+    folder: str
+    storage: str | None  # a database URL, or None for the journal file in `folder`
+    study: str
+    search: list[str]  # the --search texts
+    config: dict  # the fixed settings of every trial (TrainConfig)
+    trials: int
+    seeds: list[int]
+    aggregate: str  # mean or min
+    pruner: str  # median, hyperband or none
+    sampler_seed: int | None  # worker i seeds Optuna's TPE sampler with sampler_seed + i
+    budget: int
+    device: str
+    data_dir: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+
+def trial_folder(folder: Path, number: int) -> Path:
+    return Path(folder) / f"trial-{number:04d}"
+
+
+def work(spec: WorkerSpec, index: int = 0) -> int:
+    """Run trials until the study has its total; the number this worker, the `index`-th, ran."""
+    folder = Path(spec.folder)
+    storage = open_storage(spec.storage, folder)
+    epochs = spec.config.get("epochs", TrainConfig.epochs)
+    pruner = make_pruner(spec.pruner, epochs * len(spec.seeds), epochs)
+    seed = None if spec.sampler_seed is None else spec.sampler_seed + index
+    study = open_study(storage, spec.study, pruner, optuna.samplers.TPESampler(seed=seed))
+    ran = 0
+    while (trial := claim(study, storage, folder, spec.trials)) is not None:
+        with heartbeat(storage, trial):
+            run_trial(study, trial, spec)
+        ran += 1
+    return ran
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec) -> None:
+    """Train one trial's seeds and tell the study how it ended; an interrupted trial is queued again."""
+    from mnist20k.networks import count_params, network_for
+
+    started = time.perf_counter()
+    settings, args = split_params({d.key: d.suggest(trial) for d in parse_search(spec.search)})
+    base = TrainConfig(**spec.config)
+    folder = trial_folder(Path(spec.folder), trial.number)
+    trial.set_user_attr("folder", folder.name)
+    try:
+        config = replace(base, **settings, args={**base.args, **args})
+        validate(config)
+        params = count_params(network_for(config.model, config.args, config.dropout).module)
+        trial.set_user_attr("params", params)
+        if params > spec.budget:
+            _tell(study, trial, "over budget", TrialState.PRUNED, started)
+            return
+        values = [_train_seed(trial, config, seed, k, spec, folder) for k, seed in enumerate(spec.seeds)]
+    except Prune as pruned:
+        trial.set_user_attr("pruned_at", str(pruned))
+        _tell(study, trial, "pruned", TrialState.PRUNED, started)
+        return
+    except TrainingDiverged as e:
+        trial.set_user_attr("message", str(e))
+        _tell(study, trial, "diverged", TrialState.FAIL, started)
+        return
+    except Mnist20kError as e:  # the trial's settings or network cannot run: told, counted, not retried
+        trial.set_user_attr("message", str(e))
+        _tell(study, trial, "failed", TrialState.FAIL, started)
+        return
+    except BaseException:  # interrupted, or a bug: the values are tried again by the next worker that asks
+        retry(study, trial)
+        raise
+    value = statistics.mean(values) if spec.aggregate == "mean" else min(values)
+    trial.set_user_attr("seed_values", values)
+    _tell(study, trial, "complete", TrialState.COMPLETE, started, value)
+
+
+def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec, folder: Path) -> float:
+    """One seed of a trial as a run folder; each epoch reported at step k * epochs + epoch, so that trials are
+    compared seed by seed, epoch by epoch."""
+    from mnist20k.train import train
+
+    run = folder / f"seed-{seed}" if len(spec.seeds) > 1 else folder
+    config = replace(config, seed=seed)
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "a") as log:
+
+        def on_epoch(record: dict) -> None:
+            log.write(epoch_line(record, config.epochs) + "\n")
+            log.flush()
+            trial.report(record["val_accuracy"], k * config.epochs + record["epoch"])
+            if trial.should_prune():
+                where = f"epoch {record['epoch']}" + (f" of seed {seed}" if len(spec.seeds) > 1 else "")
+                raise Prune(where)
+
+        metrics = train(config, data_dir=spec.data_dir, out_dir=run, device=spec.device, overwrite=True,
+                        on_epoch=on_epoch)  # fmt: skip
+    return metrics[-1]["val_accuracy"]
+
+
+def _tell(study, trial, outcome: str, state: TrialState, started: float, value: float | None = None) -> None:
+    trial.set_user_attr("outcome", outcome)
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+    study.tell(trial, value, state=state)
+
+
+def main(argv: list[str]) -> int:
+    process.configure()
+    process.quiet_optuna()
+    spec, index = WorkerSpec.from_json(argv[0]), int(argv[1])
+    try:
+        with process.sigterm_as_interrupt():
+            work(spec, index)
+    except process.INTERRUPTS as e:
+        return process.exit_code(e)
+    except Mnist20kError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,249 @@
+"""mnist20k tune on small generated data: trials counted across workers, pruning, the test files never opened,
+a study continued after SIGTERM, and every bad input refused with one line and nothing made."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import make_mnist_dir, one_error_line
+from typer.testing import CliRunner
+
+from mnist20k.cli import app
+from mnist20k.data import FILES
+
+runner = CliRunner()
+SMALL = ["--model", "micro", "--epochs", "2", "--val", "100", "--batch-size", "64", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_mnist_dir(tmp_path_factory.mktemp("tune-data"), n_train=600, n_test=100)
+
+
+def tune(data: Path, out: Path, *words: str):
+    return runner.invoke(app, ["tune", "--data-dir", str(data), "--out", str(out), *SMALL, *words])
+
+
+def study_trials(out: Path, name: str | None = None) -> list:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(out / "study.log")))
+    return optuna.load_study(study_name=name or out.name, storage=storage).get_trials()
+
+
+def test_two_workers_share_a_journal_study_and_end_with_exactly_its_trials(data, tmp_path):
+    out = tmp_path / "study"
+    result = tune(data, out, "--search", "lr=0.02:0.2:log", "--search", "rotate=0,5", "--trials", "5", "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    trials = study_trials(out)
+    assert len(trials) == 5 and all(t.user_attrs["outcome"] in ("complete", "pruned") for t in trials)
+    workers = {t.user_attrs["mnist20k.worker"] for t in trials}
+    assert len(workers) == 2, workers  # both workers took trials
+    record = json.loads((out / "tune.json").read_text())
+    assert record["finished"] == 5 and len(record["trials"]) == 5
+    assert record["best"][0]["value"] == max(t.value for t in trials if t.value is not None)
+    assert "--seeds 1-5" in record["confirm"] and "--val" not in record["confirm"]
+    assert f"trial {record['best'][0]['number']}: " in result.output
+
+
+def test_each_trial_folder_is_an_ordinary_run_that_eval_scores(data, tmp_path):
+    out = tmp_path / "study"
+    assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2", "--pruner", "none").exit_code == 0
+    for trial in study_trials(out):
+        folder = out / trial.user_attrs["folder"]
+        assert {"config.json", "metrics.jsonl", "checkpoint.pt", "train.log"} <= {p.name for p in folder.iterdir()}
+        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert trial.value == metrics[-1]["val_accuracy"] and "test_accuracy" not in metrics[-1]
+        assert json.loads((folder / "config.json").read_text())["lr"] == trial.params["lr"]
+        scored = runner.invoke(app, ["eval", str(folder), "--data-dir", str(data), "--json"])
+        assert scored.exit_code == 0, scored.output
+        assert json.loads(scored.stdout)["total"] == 100  # the test set: eval's, never tune's
+
+
+def test_a_hopeless_learning_rate_is_pruned_early(data, tmp_path):
+    out = tmp_path / "study"
+    words = ["--search", "lr=1e-6:0.3:log", "--trials", "7", "--sampler-seed", "0", "--epochs", "4"]
+    assert tune(data, out, *words).exit_code == 0
+    trials = study_trials(out)
+    pruned = [t for t in trials if t.user_attrs["outcome"] == "pruned"]
+    complete = [t for t in trials if t.user_attrs["outcome"] == "complete"]
+    assert pruned and complete
+    best = max(complete, key=lambda t: t.value)
+    for t in pruned:
+        epoch = int(t.user_attrs["pruned_at"].split()[-1])
+        assert epoch < 4 and t.params["lr"] < best.params["lr"] / 2
+        lines = (out / t.user_attrs["folder"] / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == epoch  # the folder keeps the epochs it trained
+
+
+def test_without_the_test_files_tune_and_train_val_run_end_to_end(tmp_path):
+    data = make_mnist_dir(tmp_path / "data", n_train=600, n_test=100)
+    for name in FILES[False]:
+        (data / "MNIST" / "raw" / name).unlink()
+    result = tune(data, tmp_path / "study", "--search", "lr=0.05,0.1", "--trials", "2")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--data-dir", str(data), "--out", str(run), *SMALL])
+    assert trained.exit_code == 0, trained.output
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["val_total"] == 100 and "test_accuracy" not in last
+    assert "final val accuracy" in trained.output
+
+
+def test_the_validation_images_are_the_last_of_the_training_file_and_never_trained_on(data, monkeypatch):
+    """Training sees exactly the first 600 - N images: the held-out ones are scored, never stepped on."""
+    import torch
+
+    from mnist20k import train as training
+    from mnist20k.config import make_config
+    from mnist20k.data import load_split
+
+    seen = []
+    real = training.BatchStep
+
+    def spy(net, optimizer, images, labels, *args, **kwargs):
+        seen.append(images.clone())
+        return real(net, optimizer, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(training, "BatchStep", spy)
+    run = training.prepare(make_config(model="micro", val=100, batch_size=64), data, None, "cpu", None, False)
+    images, labels = load_split(data, train=True)
+    assert torch.equal(seen[0], images[:500]) and torch.equal(run.scored[0], images[500:])
+    assert torch.equal(run.scored[1], labels[500:]) and run.split == "val"
+
+
+def tune_command(data: Path, out: Path, trials: int) -> list[str]:
+    """A study of 6-epoch trials, as a process of its own."""
+    return [sys.executable, "-m", "mnist20k", "tune", "--data-dir", str(data), "--out", str(out), *SMALL,
+            "--epochs", "6", "--search", "lr=0.05:0.1", "--trials", str(trials), "--pruner", "none"]  # fmt: skip
+
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_sigterm_mid_study_then_the_same_command_reaches_its_trials(data, tmp_path):
+    out = tmp_path / "study"
+    command = tune_command(data, out, trials=4)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(out / "trial-0001" / "metrics.jsonl")  # trial 0 is done and trial 1 has trained an epoch
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143, stderr
+    assert "to continue, run the same command" in stderr
+    interrupted = [t for t in study_trials(out) if t.state is optuna.trial.TrialState.FAIL]
+    assert interrupted and all("outcome" not in t.user_attrs for t in interrupted)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = study_trials(out)
+    counted = [t for t in trials if "outcome" in t.user_attrs]
+    assert len(counted) == 4
+    retried = [t for t in counted if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in interrupted}
+    assert all(t.params == trials[t.user_attrs["retry_of"]].params for t in retried)
+
+
+def test_a_worker_killed_outright_leaves_a_trial_that_the_next_run_retries(data, tmp_path):
+    """SIGKILL gives a worker no chance to say anything: the next run finds the trial RUNNING under a dead
+    process of this machine, fails it and queues its values again."""
+    out = tmp_path / "study"
+    command = tune_command(data, out, trials=2)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(out / "trial-0000" / "metrics.jsonl")
+    # The worker runs in a session of its own (Ctrl-C reaches the parent alone): kill both outright.
+    subprocess.run(["pkill", "-KILL", "-f", f"mnist20k.tune.worker.*{out}"], check=True)
+    child.kill()
+    child.wait()
+    time.sleep(0.5)
+    running = [t for t in study_trials(out) if t.state is optuna.trial.TrialState.RUNNING]
+    assert [t.number for t in running] == [0]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = study_trials(out)
+    assert trials[0].state is optuna.trial.TrialState.FAIL
+    counted = [t for t in trials if "outcome" in t.user_attrs]
+    assert len(counted) == 2 and [t.user_attrs.get("retry_of") for t in counted].count(0) == 1
+
+
+BAD = {
+    "an unknown key": (["--search", "speed=1:2"], "unknown setting 'speed'"),
+    "an argument the network does not take": (["--search", "arg.depth=2,3"], "micro takes no argument depth"),
+    "a backwards range": (["--search", "lr=0.3:0.01"], "runs backwards"),
+    "a log range touching 0": (["--search", "weight-decay=0:1e-3:log"], "a log range must stay above 0"),
+    "a value of the wrong type": (["--search", "batch-size=64,big"], "batch_size takes a whole number, not 'big'"),
+    "a value no run can take": (["--search", "lr=-1:1"], "--lr must be a positive number"),
+    "no search": ([], "tune needs at least one --search"),
+    "a malformed search": (["--search", "lr"], "--search takes KEY=SPEC"),
+    "a fixed setting searched": (["--search", "epochs=2,3"], "epochs is fixed for a study"),
+    "no validation images": (["--search", "lr=0.1,0.2", "--val", "0"], "--val must be between 1 and 59,000"),
+    "too many validation images": (["--search", "lr=0.1,0.2", "--val", "59001"], "--val must be between 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(data, tmp_path, case):
+    words, message = BAD[case]
+    out = tmp_path / "study"
+    argv = ["tune", "--data-dir", str(data), "--out", str(out), *SMALL, "--val", "100", *words]
+    result = runner.invoke(app, argv)
+    assert message in one_error_line(result, 2, message)
+    assert not out.exists()
+
+
+def test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole(data, tmp_path):
+    out = tmp_path / "study"
+    assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "1").exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    result = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1")
+    assert "holds another search" in one_error_line(result, 2, "holds another search")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    again = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1", "--overwrite")
+    assert again.exit_code == 0 and len(study_trials(out)) == 1
+
+
+def test_a_database_out_of_reach_is_one_line_exit_1_and_creates_nothing(data, tmp_path):
+    out = tmp_path / "study"
+    url = "postgresql+psycopg://nobody@127.0.0.1:9/none"  # port 9 (discard): nothing listens there
+    result = tune(data, out, "--search", "lr=0.05,0.1", "--storage", url, "--study", "s")
+    assert "cannot open --storage" in one_error_line(result, 1, "cannot open --storage")
+    assert not out.exists()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A real PostgreSQL server: .ci/run installs and starts Debian's, and there the test must run."""
+    url = os.environ.get("MNIST20K_POSTGRES_URL")
+    if not url:
+        if os.environ.get("MNIST20K_POSTGRES_TESTS") == "required":
+            pytest.fail("MNIST20K_POSTGRES_TESTS=required, but MNIST20K_POSTGRES_URL names no server")
+        pytest.skip("no PostgreSQL server: set MNIST20K_POSTGRES_URL (.ci/run starts one)")
+    return url
+
+
+def test_two_workers_share_one_study_through_postgresql(data, tmp_path, postgres_url):
+    """Two machines, as two folders: the same command on each, one study in the database, trials counted once."""
+    name = f"test-{os.getpid()}-{time.time_ns()}"
+    words = ["--search", "lr=0.02:0.2:log", "--trials", "4", "--storage", postgres_url, "--study", name]
+    command = [sys.executable, "-m", "mnist20k", "tune", "--data-dir", str(data), *SMALL, *words]
+    machines = [subprocess.Popen([*command, "--out", str(tmp_path / f"machine-{i}")], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+    for machine in machines:
+        _, stderr = machine.communicate(timeout=300)
+        assert machine.returncode == 0, stderr
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.user_attrs["outcome"] in ("complete", "pruned") for t in trials)
+    folders = {p.name for i in range(2) for p in (tmp_path / f"machine-{i}").glob("trial-*")}
+    assert folders == {f"trial-{n:04d}" for n in range(4)}  # each trial trained once, on one of the two
+    assert len({t.user_attrs["mnist20k.worker"] for t in trials}) == 2
+    optuna.delete_study(study_name=name, storage=postgres_url)
