@@ -7,7 +7,7 @@
 (a) seed: torchvision MNIST + DataLoader, per-image PIL RandomRotation((-7, 7)), ToTensor, Normalize,
     batch 128, shuffle, the seed network with Dropout2d(0.15), SGD(lr=0.02, momentum=0.9), and the loss
     read every step for the progress bar, as the seed document trains.
-(b) mnist20k, --recipe seed: the same network, dropout and optimizer settings through mnist20k's own
+(b) mnist20k, --recipe original: the same network, dropout and optimizer settings through mnist20k's own
     step: uint8 images held on the device, the batch rotated at once with affine_grid/grid_sample.
 (c) mnist20k, default recipe: no dropout, Nesterov, weight decay, rotation and shifts, one-cycle.
 (b) and (c) time what train() does every step: the step, the scheduler step and the loss added up.
@@ -41,7 +41,7 @@ from mnist20k.networks import build_model
 from mnist20k.step import BatchStep
 from mnist20k.train import prepare
 
-PIPELINES = {"seed": None, "mnist20k-seed-recipe": "seed", "mnist20k-default": "default"}  # name -> recipe
+PIPELINES = {"seed": None, "mnist20k-seed-recipe": "original", "mnist20k-default": "default"}  # name -> recipe
 BATCH = 128
 
 
@@ -56,7 +56,7 @@ def seed_step(data_dir, dev, workers: int):
     """One step of the seed's DataLoader + PIL pipeline, and its model."""
     from torchvision import datasets, transforms
 
-    seed = make_config("seed")
+    seed = make_config("original")
     tf = transforms.Compose(
         [
             transforms.RandomRotation((-seed.rotate, seed.rotate), fill=(0,)),
@@ -68,7 +68,7 @@ def seed_step(data_dir, dev, workers: int):
     loader = torch.utils.data.DataLoader(
         ds, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
     )
-    model = build_model("seed", dropout=seed.dropout).to(dev)
+    model = build_model("base", dropout=seed.dropout).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=seed.lr, momentum=seed.momentum)
     model.train()
     batches = iter(loader)

@@ -1,6 +1,6 @@
 """mnist20k: a CNN of under 20,000 parameters trained to 99.4%+ MNIST test accuracy in 20 epochs.
 
-The library works without the CLI: build_model("seed"), train(make_config(...)), evaluate(...).
+The library works without the CLI: build_model("base"), train(make_config(...)), evaluate(...).
 Importing this package does not import torch; the names below load their modules on first use.
 """
 

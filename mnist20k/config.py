@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from mnist20k.errors import UsageError
+from mnist20k.errors import Renamed, UsageError
 from mnist20k.files import reason
 from mnist20k.refs import SHAPES, check_reference, is_reference
 
@@ -20,8 +21,8 @@ def setting(default, help: str):
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = setting(
-        "seed",
-        "Network: seed (18,448 parameters), tiny (7,736), micro (3,968), or your own: file.py:Name, pkg.mod:Name.",
+        "base",
+        "Network: base (18,448 parameters), tiny (7,736), micro (3,968), or your own: file.py:Name, pkg.mod:Name.",
     )
     # a network's own keyword arguments (--arg NAME=VALUE): not a flag of its own, so not in SETTINGS
     args: dict = field(default_factory=dict, metadata={"help": "Keyword arguments of the network's constructor."})
@@ -31,11 +32,11 @@ class TrainConfig:
     schedule: str = setting("onecycle", "onecycle: warm up, then anneal to ~0 so late epochs settle; or constant.")
     warmup: float = setting(0.2, "Fraction of all steps spent rising to the peak lr (onecycle only).")
     momentum: float = setting(0.9, "SGD momentum.")
-    nesterov: bool = setting(True, "Nesterov momentum (the seed used plain momentum).")
+    nesterov: bool = setting(True, "Nesterov momentum (the original recipe used plain momentum).")
     weight_decay: float = setting(5e-4, "L2 on every parameter, BatchNorm's included.")
     # with the schedule, weight decay and shifts, no dropout is needed (docs/results.md, "Why this recipe")
     dropout: float = setting(0.0, "Dropout2d rate after each conv block.")
-    rotate: float = setting(7.0, "Max rotation in degrees, drawn per image (the seed's augmentation).")
+    rotate: float = setting(7.0, "Max rotation in degrees, drawn per image (the original recipe's augmentation).")
     translate: float = setting(2.0, "Max shift in pixels, drawn per image and axis.")
     label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
     seed: int = setting(1, "Seeds weights, dropout, shuffling and augmentation.")
@@ -48,10 +49,10 @@ class TrainConfig:
     cuda_graph: bool = setting(True, "On CUDA, capture each full-size step once and replay it; ignored elsewhere.")
 
 
-# The seed document's recipe: SGD at a constant 0.02, momentum 0.9, rotation only, dropout 0.15.
+# The seed document's own recipe: SGD at a constant 0.02, momentum 0.9, rotation only, dropout 0.15.
 RECIPES: dict[str, TrainConfig] = {
     "default": TrainConfig(),
-    "seed": TrainConfig(
+    "original": TrainConfig(
         lr=0.02,
         schedule="constant",
         nesterov=False,
@@ -86,8 +87,24 @@ def parse_device(name: str) -> tuple[str, int | None]:
     return kind, int(index) if colon else None
 
 
+# Old names, still understood: the base network and the original recipe were both called "seed", as is the
+# random seed (--seed, --seeds). A command that uses one gets a note with the new name.
+RENAMED = {"model": {"seed": "base"}, "recipe": {"seed": "original"}}
+
+
+def current_name(kind: str, name: str) -> str:
+    """The name a network (kind "model") or recipe goes by now; a Renamed warning says so when it changed."""
+    new = RENAMED[kind].get(name)
+    if new is not None:
+        warnings.warn(Renamed(f"--{kind} {name} is now called {new}"), stacklevel=3)
+    return new or name
+
+
 def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
     """The named recipe with every override that is not None applied, checked for sense."""
+    recipe = current_name("recipe", recipe)
+    if isinstance(overrides.get("model"), str):
+        overrides["model"] = current_name("model", overrides["model"])
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     known = {f.name for f in fields(TrainConfig)}
@@ -99,7 +116,7 @@ def make_config(recipe: str = "default", **overrides: object) -> TrainConfig:
     if given.get("dropout", 0.0) != 0.0 and is_reference(given.get("model", "")):
         raise UsageError("--dropout sets the built-in networks' dropout; a network of your own has its own")
     base = RECIPES[recipe]
-    if recipe != "seed":  # the seed's recipe is the seed document's, for every network
+    if recipe != "original":  # the seed document's recipe is the same for every network
         base = replace(base, **MODEL_DEFAULTS.get(given.get("model", base.model), {}))
     config = replace(base, **given)
     validate(config)

@@ -29,6 +29,10 @@ class OutputError(Mnist20kError):
     """A file of the run could not be written: a full disk, a folder made read-only."""
 
 
+class Renamed(UserWarning):
+    """A network or recipe asked for by its old name: it is used under its new one, which the note says."""
+
+
 class SourceChanged(UserWarning):
     """The source file of a user's network differs from the one its checkpoint was trained with: its
     weights are still loaded, if they fit."""

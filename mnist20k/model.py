@@ -85,7 +85,7 @@ class MicroNet(nn.Module):
 
 # name -> (network class, constructor settings); build_model(name) makes one.
 MODELS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
-    "seed": (SeedNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed's table
+    "base": (SeedNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed document's table
     "tiny": (SeedNet, {"widths": (8, 16, 10, 16, 16, 16)}),  # 7,736: the same shape, thinner
     "micro": (MicroNet, {"widths": (8, 8, 12, 12)}),  # 3,968
 }

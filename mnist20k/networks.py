@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mnist20k.config import RENAMED
 from mnist20k.errors import CheckpointError, SourceChanged, UsageError
 from mnist20k.model import MODELS
 from mnist20k.refs import SHAPES, ModelCodeError, Source, build, is_reference, resolve, user_code
@@ -34,7 +35,7 @@ class Network:
         return {"name": self.name, "kwargs": self.args}
 
 
-def make_network(name: str = "seed", args: dict | None = None, source: Source | None = None) -> Network:
+def make_network(name: str = "base", args: dict | None = None, source: Source | None = None) -> Network:
     """A fresh network: a built-in (`args` over its preset's arguments) or your own code, called with `args`
     (`source` when it is already resolved), checked to give one score per digit."""
     args = dict(args or {})
@@ -44,6 +45,7 @@ def make_network(name: str = "seed", args: dict | None = None, source: Source | 
         module = build(source, args)
         check_output(module, source)
         return Network(module, name, args, source)
+    name = RENAMED["model"].get(name, name)  # an old checkpoint's name, say
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}, or give {SHAPES}")
     cls, preset = MODELS[name]
@@ -56,8 +58,8 @@ def make_network(name: str = "seed", args: dict | None = None, source: Source | 
     return Network(module, name, {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()})
 
 
-def build_model(name: str = "seed", **args: object) -> nn.Module:
-    """The network alone: build_model("micro"), build_model("seed", dropout=0.1), build_model("net.py:Net")."""
+def build_model(name: str = "base", **args: object) -> nn.Module:
+    """The network alone: build_model("micro"), build_model("base", dropout=0.1), build_model("net.py:Net")."""
     return make_network(name, args).module
 
 
@@ -91,7 +93,9 @@ def network_from_checkpoint(ckpt: dict, model: str | None = None, args: dict | N
             changed = f"{source.path} has changed since this checkpoint was saved; loading its weights into it as it is"
             warnings.warn(SourceChanged(changed), stacklevel=2)
         network = make_network(model, recorded if args is None and theirs else args, source)
-    elif model is not None and model != spec.get("name"):
+    elif model is not None and RENAMED["model"].get(model, model) != RENAMED["model"].get(
+        spec.get("name"), spec.get("name")
+    ):
         network = make_network(model, args)  # another built-in: its weights must fit, as checked below
     else:
         try:

@@ -14,7 +14,18 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import CHOICES, DEVICES, EXPORT_FORMATS, KINDS, RECIPES, SETTINGS, TrainConfig, flag, parse_device
+from mnist20k.config import (
+    CHOICES,
+    DEVICES,
+    EXPORT_FORMATS,
+    KINDS,
+    RECIPES,
+    RENAMED,
+    SETTINGS,
+    TrainConfig,
+    flag,
+    parse_device,
+)
 from mnist20k.errors import UsageError
 
 
@@ -23,7 +34,7 @@ def choices(name: str, values) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)
 
 
-Recipe = choices("Recipe", RECIPES)
+Recipe = choices("Recipe", [*RECIPES, *RENAMED["recipe"]])  # old names are still taken, with a note
 Format = choices("Format", EXPORT_FORMATS)
 
 

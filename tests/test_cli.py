@@ -27,7 +27,7 @@ def test_version():
 def test_summary_shows_the_seed_table_and_budget():
     result = invoke("summary")
     assert result.exit_code == 0
-    assert f"Total params: {count_params(build_model('seed')):,}" in result.stdout
+    assert f"Total params: {count_params(build_model('base')):,}" in result.stdout
     assert "Budget: 18,448 / 20,000 parameters (1,552 to spare)" in result.stdout
     for shape, params in [("[1, 32, 24, 24]", "4,608"), ("[1, 32, 10, 10]", "5,760"), ("[1, 10, 1, 1]", "160")]:
         assert re.search(re.escape(shape) + r"\s+" + params, result.stdout)
@@ -95,7 +95,7 @@ def test_train_then_eval_agree(data_dir, tmp_path):
 def test_seed_recipe_is_reachable(data_dir, tmp_path):
     out = tmp_path / "run"
     result = invoke(
-        "train", "--recipe", "seed", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out
+        "train", "--recipe", "original", "--epochs", 1, "--max-batches", 2, "--data-dir", data_dir, "--out", out
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
@@ -243,9 +243,31 @@ def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_p
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"] == EVERY_SETTING
 
 
-@pytest.mark.parametrize("option, value, choices", [("--schedule", "cosine", "'onecycle', 'constant'"),
-                                                    ("--recipe", "slow", "'default', 'seed', 'fast'")])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, value, choices",
+    [("--schedule", "cosine", "'onecycle', 'constant'"), ("--recipe", "slow", "'default', 'original', 'fast', 'seed'")],
+)
 def test_options_with_a_fixed_set_of_values_list_them_and_refuse_others(option, value, choices):
     result = subprocess.run([sys.executable, "-m", "mnist20k", "train", option, value], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: Invalid value for '{option}'") and choices in result.stderr
+
+
+def test_the_old_names_of_the_base_network_and_the_original_recipe_still_work_with_a_note(data_dir, tmp_path):
+    out = tmp_path / "run"
+    old = invoke("train", "--recipe", "seed", "--model", "seed", "--epochs", 1, "--max-batches", 2,
+                 "--data-dir", data_dir, "--device", "cpu", "--out", out)  # fmt: skip
+    assert old.exit_code == 0, old.output
+    notes = [line for line in old.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --recipe seed is now called original", "note: --model seed is now called base"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"] == "base" and saved["lr"] == 0.02 and saved["dropout"] == 0.15  # the original recipe
+    # a checkpoint and a config.json written under the old name load as they are
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["model"]["name"], ckpt["config"]["model"] = "seed", "seed"
+    torch.save(ckpt, out / "checkpoint.pt")
+    scored = invoke("eval", out, "--data-dir", data_dir, "--device", "cpu")
+    assert scored.exit_code == 0 and "note:" not in scored.stderr
+    (out / "config.json").write_text(json.dumps({**saved, "model": "seed"}))
+    again = invoke("train", "--config", out / "config.json", "--data-dir", data_dir, "--out", tmp_path / "again")
+    assert again.exit_code == 0 and "note: --model seed is now called base" in again.stderr

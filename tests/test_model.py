@@ -55,7 +55,7 @@ def layer_table(model: nn.Module) -> list[tuple[str, tuple, int]]:
 
 
 def test_seed_network_with_the_seeds_dropout_matches_the_seed_table_layer_by_layer():
-    model = build_model("seed", dropout=0.15)
+    model = build_model("base", dropout=0.15)
     assert layer_table(model) == SEED_TABLE
     assert count_params(model) == 18_448
 
@@ -63,7 +63,7 @@ def test_seed_network_with_the_seeds_dropout_matches_the_seed_table_layer_by_lay
 def test_a_network_built_alone_is_the_one_training_builds_by_default():
     """One default: no Dropout2d layers, as the default recipe trains it; otherwise the seed's table."""
     assert make_config().dropout == DEFAULT_DROPOUT == 0
-    assert layer_table(build_model("seed")) == [row for row in SEED_TABLE if row[0] != "Dropout2d"]
+    assert layer_table(build_model("base")) == [row for row in SEED_TABLE if row[0] != "Dropout2d"]
 
 
 def test_tiny_keeps_the_seeds_shape_at_7736_parameters():

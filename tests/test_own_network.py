@@ -247,7 +247,7 @@ class Net(nn.Module):
 def test_receptive_field_of_seed_is_the_layer_arithmetic():
     # 3x3 convs add 2 each (3, 5), the 1x1 conv nothing, the 2x2 pool 1 and doubles the step (6),
     # then three 3x3 convs at step 2 add 4 each: 10, 14, 18.
-    field = inspect_network(build_model("seed")).field
+    field = inspect_network(build_model("base")).field
     assert (field.layer, field.grid, field.pixels, field.clipped) == ("block4", (6, 6), (18, 18), False)
 
 

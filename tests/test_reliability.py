@@ -52,7 +52,7 @@ def good_run(tmp_path_factory, data_dir):
 def test_checkpoint_is_self_describing_and_weights_only(good_run):
     ckpt = torch.load(good_run / "checkpoint.pt", weights_only=True)
     assert ckpt["format"] == "mnist20k-checkpoint" and ckpt["format_version"] == FORMAT_VERSION
-    assert ckpt["model"] == {"name": "seed", "kwargs": {"widths": [16, 32, 20, 32, 16, 16], "dropout": 0.1}}
+    assert ckpt["model"] == {"name": "base", "kwargs": {"widths": [16, 32, 20, 32, 16, 16], "dropout": 0.1}}
     assert ckpt["config"]["epochs"] == 3 and ckpt["epoch"] == 3 and len(ckpt["metrics"]) == 3
     assert ckpt["mnist20k_version"] == __version__
     assert {"optimizer_state", "scheduler_state", "rng"} <= set(ckpt)

@@ -22,7 +22,7 @@ CONFIG = make_config(batch_size=16, dropout=0.1, epochs=2)
 
 def setup(dev: str = "cpu", lr_on_device: bool = False, steps: int = 12, config=CONFIG):
     torch.manual_seed(0)
-    model = build_model("seed", dropout=config.dropout).to(dev, memory_format=torch.channels_last)
+    model = build_model("base", dropout=config.dropout).to(dev, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, lr_on_device=lr_on_device)
     scheduler = make_scheduler(optimizer, config, total_steps=steps)
     gen = torch.Generator(device=dev).manual_seed(1)
@@ -133,7 +133,7 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
         sched.step()
     run = SimpleNamespace(
         config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen,
-        network=Network(model, "seed", {}),
+        network=Network(model, "base", {}),
     )  # fmt: skip
     state = _checkpoint_state(run, [])
     torch.save(state, tmp_path / "c.pt")

@@ -200,6 +200,14 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(data, tmp_path, case):
     assert not out.exists()
 
 
+def test_without_optuna_tune_says_what_to_install(tmp_path):
+    hide = "import sys; sys.modules['optuna'] = None; from mnist20k.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", hide, "tune", "--search", "lr=0.1,0.2", "--out", str(tmp_path / "s")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and done.stderr == "error: tune needs Optuna: pip install 'mnist20k[tune]'\n"
+    assert not (tmp_path / "s").exists()
+
+
 def test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole(data, tmp_path):
     out = tmp_path / "study"
     assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "1").exit_code == 0

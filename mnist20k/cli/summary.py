@@ -6,19 +6,19 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import PARAM_BUDGET, parse_network_args
+from mnist20k.config import PARAM_BUDGET, current_name, parse_network_args
 from mnist20k.options import NetworkArgs
 
 
 def summary(
     model: Annotated[
-        str, typer.Option(help="seed, tiny, micro, or your own network: file.py:Name or package.module:Name.")
-    ] = "seed",
+        str, typer.Option(help="base, tiny, micro, or your own network: file.py:Name or package.module:Name.")
+    ] = "base",
     arg: NetworkArgs = None,
     budget: Annotated[int, typer.Option(min=1, help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
 ) -> None:
     """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
     from mnist20k.render import print_summary
 
-    if not print_summary(model, parse_network_args(arg) or {}, budget):
+    if not print_summary(current_name("model", model), parse_network_args(arg) or {}, budget):
         raise typer.Exit(1)

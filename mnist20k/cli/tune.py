@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mnist20k.config import PARAM_BUDGET, parse_network_args
+from mnist20k.errors import Mnist20kError
 from mnist20k.options import DataDir, Device, NetworkArgs, Recipe, choices, plain, with_settings
 
 Pruner = choices("Pruner", ("median", "hyperband", "none"))
@@ -59,7 +60,13 @@ def tune(
     """Search settings and network arguments with Optuna; each trial judged on --val images held out of training
     (default 10,000), never on the test set. The same command again continues the study."""
     from mnist20k import process
-    from mnist20k import tune as tuning
+
+    try:
+        from mnist20k import tune as tuning
+    except ModuleNotFoundError as e:
+        if e.name != "optuna":
+            raise
+        raise Mnist20kError("tune needs Optuna: pip install 'mnist20k[tune]'") from None
     from mnist20k.render import say
     from mnist20k.render_tune import TuneView
     from mnist20k.rundir import new_run_path
