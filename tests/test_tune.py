@@ -68,6 +68,26 @@ def test_each_trial_folder_is_an_ordinary_run_that_eval_scores(data, tmp_path):
         assert json.loads(scored.stdout)["total"] == 100  # the test set: eval's, never tune's
 
 
+def test_network_arguments_are_searched_and_a_network_over_budget_is_not_trained(data, tmp_path):
+    from mnist20k.checkpoint import load_checkpoint
+
+    out = tmp_path / "study"
+    words = ["--search", "arg.widths=(4,4,8,8),(8,8,12,12)", "--budget", "3000", "--trials", "4", "--sampler-seed", "1"]
+    assert tune(data, out, *words).exit_code == 0
+    outcomes = set()
+    for t in study_trials(out):
+        folder = out / t.user_attrs["folder"]
+        outcomes.add(t.user_attrs["outcome"])
+        if t.params["arg.widths"] == "[8, 8, 12, 12]":  # micro as it is: 3,968 parameters
+            assert t.user_attrs["outcome"] == "over budget" and t.user_attrs["params"] == 3968
+            assert not (folder / "metrics.jsonl").exists()
+        else:
+            assert t.user_attrs["outcome"] == "complete" and t.user_attrs["params"] < 3000
+            assert load_checkpoint(folder)["model"]["kwargs"]["widths"] == [4, 4, 8, 8]
+            assert json.loads((folder / "config.json").read_text())["args"] == {"widths": [4, 4, 8, 8]}
+    assert outcomes == {"complete", "over budget"}
+
+
 def test_a_hopeless_learning_rate_is_pruned_early(data, tmp_path):
     out = tmp_path / "study"
     words = ["--search", "lr=1e-6:0.3:log", "--trials", "7", "--sampler-seed", "0", "--epochs", "4"]

@@ -9,6 +9,7 @@ final epoch's, the mean (or the minimum) over its seeds.
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -150,7 +151,9 @@ def main(argv: list[str]) -> int:
     spec, index = WorkerSpec.from_json(argv[0]), int(argv[1])
     try:
         with process.sigterm_as_interrupt():
-            work(spec, index)
+            ran = work(spec, index)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        print(f"worker {index}: {ran} trials, peak resident memory {peak:.0f} MB")
     except process.INTERRUPTS as e:
         return process.exit_code(e)
     except Mnist20kError as e:
