@@ -205,12 +205,12 @@ def parse_setting(name: str, text: str):
     kind = SETTINGS[name]
     if kind == "bool":
         if text.lower() not in TRUE + FALSE:
-            raise UsageError(f"{name} is {KIND_WORDS[kind]}, not {text!r}")
+            raise UsageError(f"{flag(name)} is {KIND_WORDS[kind]}, not {text!r}")
         return text.lower() in TRUE
     try:
         return KINDS[kind](text)
     except ValueError:
-        raise UsageError(f"{name} takes {KIND_WORDS[kind]}, not {text!r}") from None
+        raise UsageError(f"{flag(name)} takes {KIND_WORDS[kind]}, not {text!r}") from None
 
 
 def check_setting(name: str, value):
@@ -220,7 +220,7 @@ def check_setting(name: str, value):
         return float(value)
     if type(value) is not KINDS[kind]:
         what = "true or false" if kind == "bool" else KIND_WORDS[kind]
-        raise UsageError(f"{name} takes {what}, not {json.dumps(value)}")
+        raise UsageError(f"{flag(name)} takes {what}, not {json.dumps(value)}")
     return value
 
 

@@ -54,8 +54,8 @@ BAD_FILES = {
     "not JSON": ("{lr: 0.1", "is not JSON"),
     "not an object": ("[0.1]", "holds a JSON list, not an object of settings"),
     "unknown setting": ('{"speed": 2}', "unknown setting 'speed'"),
-    "wrong type": ('{"lr": "fast"}', 'lr takes a number, not "fast"'),
-    "a bool as a number": ('{"epochs": true}', "epochs takes a whole number, not true"),
+    "wrong type": ('{"lr": "fast"}', '--lr takes a number, not "fast"'),
+    "a bool as a number": ('{"epochs": true}', "--epochs takes a whole number, not true"),
     "impossible value": ('{"epochs": 0}', "--epochs must be at least 1"),
 }
 

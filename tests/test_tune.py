@@ -200,7 +200,7 @@ BAD = {
     "an argument the network does not take": (["--search", "arg.depth=2,3"], "micro takes no argument depth"),
     "a backwards range": (["--search", "lr=0.3:0.01"], "runs backwards"),
     "a log range touching 0": (["--search", "weight-decay=0:1e-3:log"], "a log range must stay above 0"),
-    "a value of the wrong type": (["--search", "batch-size=64,big"], "batch_size takes a whole number, not 'big'"),
+    "a value of the wrong type": (["--search", "batch-size=64,big"], "--batch-size takes a whole number, not 'big'"),
     "a value no run can take": (["--search", "lr=-1:1"], "--lr must be a positive number"),
     "no search": ([], "tune needs at least one --search"),
     "a malformed search": (["--search", "lr"], "--search takes KEY=SPEC"),
