@@ -1,5 +1,6 @@
-"""Markdown tables for the docs from sweep results: the sweep.json of `mnist20k sweep` (a table per
-configuration), and the JSON files of the earlier benchmarks/sweep.py committed in benchmarks/results/.
+"""Markdown tables for the docs from results: the sweep.json of `mnist20k sweep` (a table per configuration),
+the tune.json of `mnist20k tune` (the best trials, the importances, how the trials ended), and the JSON files
+of the earlier benchmarks/sweep.py committed in benchmarks/results/.
 
 python benchmarks/report.py runs/sweep-seed-default/sweep.json benchmarks/results/seed-default.json
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from mnist20k.results import TARGET, summarize
@@ -15,6 +17,8 @@ from mnist20k.results import TARGET, summarize
 
 def tables(path: Path) -> list[str]:
     d = json.loads(path.read_text())
+    if d.get("format") == "mnist20k-tune":
+        return [study_table(path, d)]
     if d.get("format") == "mnist20k-sweep":
         where = f"{d['device']}, torch {d['torch']}, mnist20k {d['mnist20k']}"
         return [
@@ -23,6 +27,25 @@ def tables(path: Path) -> list[str]:
         ]
     where = f"{d['device']}, torch {d['torch']}"
     return [table(f"**{path.name}**: recipe `{d['recipe']}`", d["config"], where, d["runs"], 3, TARGET)]
+
+
+def study_table(path: Path, d: dict) -> str:
+    """A study: its search, how its trials ended, the best trials and the importances."""
+    ends = Counter(t["outcome"] for t in d["trials"])
+    lines = [
+        f"**{path}**: `{d['config']['model']}`, {d['config']['epochs']} epochs, {d['finished']} trials "
+        f"({', '.join(f'{n} {o}' for o, n in ends.most_common())}), pruner {d['pruner']}; value: {d['value']}; "
+        f"{d['device']}, torch {d['torch']}, optuna {d['optuna']}",
+        "",
+        "| trial | value | " + " | ".join(d["best"][0]["params"]) + " | seconds |" if d["best"] else "",
+        "| ---: | ---: | " + " | ".join("---:" for _ in (d["best"][0]["params"] if d["best"] else [])) + " | ---: |",
+    ]
+    for t in d["best"]:
+        values = " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in t["params"].values())
+        lines.append(f"| {t['number']} | {t['value']:.2f}% | {values} | {t['seconds']:.0f} |")
+    if d["importances"]:
+        lines += ["", "Importances: " + ", ".join(f"{k} {v:.2f}" for k, v in d["importances"].items())]
+    return "\n".join(lines)
 
 
 def _grid(grid: dict) -> str:

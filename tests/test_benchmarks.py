@@ -94,3 +94,14 @@ def test_throughput_end_to_end_reports_every_round(data_dir):
     for key in ("seed_rounds", "mnist20k-seed-recipe_rounds", "mnist20k-default_rounds", "ratio_same_recipe_rounds"):
         assert len(result[key]) == 2, key
     assert {"ratio_same_recipe", "ratio_default", "eval_seconds"} <= set(result)
+
+
+def test_report_renders_the_committed_study():
+    path = ROOT / "benchmarks" / "results" / "tune-tiny-e8-cpu.json"
+    table = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), str(path)], check=True, capture_output=True, text=True
+    ).stdout
+    study = json.loads(path.read_text())
+    best = study["best"][0]
+    assert f"| {best['number']} | {best['value']:.2f}% |" in table
+    assert f"{study['finished']} trials" in table and "Importances: " in table

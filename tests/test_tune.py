@@ -49,6 +49,8 @@ def test_two_workers_share_a_journal_study_and_end_with_exactly_its_trials(data,
     assert len(workers) == 2, workers  # both workers took trials
     record = json.loads((out / "tune.json").read_text())
     assert record["finished"] == 5 and len(record["trials"]) == 5
+    threads = os.environ.get("OMP_NUM_THREADS") or max(1, os.cpu_count() // 2)  # the two workers share the cores
+    assert f"{threads} thread" in record["device"]
     assert record["best"][0]["value"] == max(t.value for t in trials if t.value is not None)
     assert "--seeds 1-5" in record["confirm"] and "--val" not in record["confirm"]
     assert f"trial {record['best'][0]['number']}: " in result.output

@@ -87,7 +87,8 @@ def summary_object(record: dict) -> dict:
 
 
 @functools.cache  # sweep.json is rewritten after every run; the device does not change
-def device_name(device: str) -> str:
+def device_name(device: str, threads: int | None = None) -> str:
+    """The device by name; a CPU with its cores and the threads each run uses (`threads`, or this process's)."""
     import torch
 
     from mnist20k.device import resolve_device
@@ -98,7 +99,7 @@ def device_name(device: str) -> str:
     if dev.type != "cpu":
         return dev.type
     # A CPU run's numbers depend on its thread count (OMP_NUM_THREADS, which every run inherits).
-    threads = torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
     return f"cpu ({platform.machine()}, {os.cpu_count()} CPUs, {threads} thread{'s' * (threads != 1)} a run)"
 
 

@@ -19,6 +19,7 @@ from mnist20k.sweep.record import device_name
 from mnist20k.tune.prepare import TUNE_FILE, Tune
 from mnist20k.tune.space import split_params
 from mnist20k.tune.study import finished
+from mnist20k.tune.worker import worker_env
 
 FORMAT = "mnist20k-tune"
 BEST = 10  # trials in the table of the best
@@ -48,7 +49,7 @@ def build_record(tune: Tune, study: optuna.Study) -> dict:
         "finished": len(finished(study)),
         "pruner": spec.pruner,
         "value": f"{spec.aggregate} over seeds of the final epoch's validation accuracy ({tune.config.val:,} images)",
-        "device": device_name(spec.device),
+        "device": device_name(spec.device, int(worker_env(tune.jobs)["OMP_NUM_THREADS"])),
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "mnist20k": __version__,

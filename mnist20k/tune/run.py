@@ -4,7 +4,6 @@ queued again, so the same command continues the study."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from mnist20k.sweep.runner import Runner
 from mnist20k.tune.prepare import Tune
 from mnist20k.tune.record import write_record
 from mnist20k.tune.study import finished, load_study, open_storage
+from mnist20k.tune.worker import worker_env
 
 POLL_S = 1.0
 STOP_WAIT_S = 60.0  # a worker saves its trial's last epoch before it stops
@@ -77,14 +77,6 @@ def run(tune: Tune, on_start: Callable | None = None, on_trial: Callable | None 
             "run the same command to continue"
         )
     return record
-
-
-def worker_env(jobs: int) -> dict[str, str]:
-    """Workers share the machine's cores: each takes its share of threads (PyTorch's default is every core, and
-    two workers with every core each run slower than one), unless OMP_NUM_THREADS says otherwise. Trials of one
-    study are compared with one another, so every worker keeps the same count."""
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
 
 
 def _why(logs) -> str:

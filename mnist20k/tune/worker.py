@@ -9,6 +9,7 @@ final epoch's, the mean (or the minimum) over its seeds.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -56,6 +57,14 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         return cls(**json.loads(text))
+
+
+def worker_env(jobs: int) -> dict[str, str]:
+    """Workers share the machine's cores: each takes its share of threads (PyTorch's default is every core, and
+    two workers with every core each run slower than one), unless OMP_NUM_THREADS says otherwise. Trials of one
+    study are compared with one another, so every worker keeps the same count."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
 
 
 def trial_folder(folder: Path, number: int) -> Path:
