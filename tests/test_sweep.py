@@ -231,6 +231,8 @@ from pathlib import Path
 
 from mnist20k.sweep import Interrupted, Sweep, plan, run
 
+# As at a terminal: a script started in the background by a shell (CI's, say) begins with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_popen, started = subprocess.Popen, []
 
 
