@@ -58,7 +58,11 @@ def test_two_workers_share_a_journal_study_and_end_with_exactly_its_trials(data,
 
 def test_each_trial_folder_is_an_ordinary_run_that_eval_scores(data, tmp_path):
     out = tmp_path / "study"
-    assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2", "--pruner", "none").exit_code == 0
+    result = tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2", "--pruner", "none", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])  # after a line per trial, as sweep's --json
+    assert summary["finished"] == 2 and summary["best"][0]["value"] == max(t.value for t in study_trials(out))
+    assert summary["confirm"].startswith("mnist20k sweep --model micro")
     for trial in study_trials(out):
         folder = out / trial.user_attrs["folder"]
         assert {"config.json", "metrics.jsonl", "checkpoint.pt", "train.log"} <= {p.name for p in folder.iterdir()}
