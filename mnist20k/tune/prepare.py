@@ -4,6 +4,7 @@ Every refusal is one line and leaves nothing behind."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,14 +33,19 @@ class Tune:
         return Path(self.spec.folder)
 
     def search(self) -> dict:
-        """What makes a study this study: running the same command again continues it; another is refused."""
-        return {
-            "search": [f"{d.key}={d.spec()}" for d in self.space],
-            "config": asdict(self.config),
-            "seeds": self.spec.seeds,
-            "aggregate": self.spec.aggregate,
-            "budget": self.spec.budget,
-        }
+        """What makes a study this study: running the same command again continues it; another is refused.
+        As JSON gives it back from the study's storage (tuples as lists), so that the two compare."""
+        return json.loads(
+            json.dumps(
+                {
+                    "search": [f"{d.key}={d.spec()}" for d in self.space],
+                    "config": asdict(self.config),
+                    "seeds": self.spec.seeds,
+                    "aggregate": self.spec.aggregate,
+                    "budget": self.spec.budget,
+                }
+            )
+        )
 
 
 def prepare(
@@ -61,7 +67,7 @@ def prepare(
     sampler_seed: int | None = None,
 ) -> Tune:
     from mnist20k.data import load_split
-    from mnist20k.networks import network_for
+    from mnist20k.networks import constructor, network_for
 
     if aggregate not in AGGREGATES or pruner not in PRUNERS:  # typer's choices make these unreachable from the CLI
         raise UsageError(f"--aggregate is one of {', '.join(AGGREGATES)}; --pruner one of {', '.join(PRUNERS)}")
@@ -70,10 +76,12 @@ def prepare(
         raise UsageError(f"--val must be between 1 and {MAX_VAL:,} for tune: trials are judged on held-out images")
     config = make_config(recipe, **{**overrides, "val": val or DEFAULT_VAL})
     space = parse_search(search)
+    network = network_for(config.model, config.args, config.dropout)  # the fixed network builds, before data
+    # your own code is imported once: its constructor checks every searched argument
+    factory = network.source.factory if network.source is not None else constructor(config.model)
     for dim in space:
-        check_dimension(dim, config)
+        check_dimension(dim, config, factory)
     check_folder(out, overwrite)
-    network_for(config.model, config.args, config.dropout)  # the fixed network builds, before any data is read
     load_split(data_dir, train=True)  # the training file only: the test files are never opened
     spec = WorkerSpec(
         folder=str(out), storage=storage, study=study or out.name, search=search, config=asdict(config),
@@ -84,14 +92,13 @@ def prepare(
     return Tune(spec, space, config, jobs, overwrite)
 
 
-def check_dimension(dim: Dimension, config: TrainConfig) -> None:
+def check_dimension(dim: Dimension, config: TrainConfig, factory) -> None:
     """Each end of a range, and each choice, is a value a run can take: refused here, not in trial 17."""
     values = dim.choices or (dim.low, dim.high)
     try:
         if dim.is_arg:
-            from mnist20k.networks import check_args, constructor
+            from mnist20k.networks import check_args
 
-            factory = constructor(config.model)
             for value in values:
                 check_args(config.model, factory, {**config.args, dim.name: value}, required=False)
         else:

@@ -28,8 +28,6 @@ STOP_WAIT_S = 60.0  # a worker saves its trial's last epoch before it stops
 def run(tune: Tune, on_start: Callable | None = None, on_trial: Callable | None = None) -> dict:
     """Every trial the study still needs, by `tune.jobs` workers; on_trial gets each trial as it finishes
     (Optuna's FrozenTrial). Returns tune.json's record."""
-    import json
-
     storage = tune.spec.storage
     if storage is not None:
         storage = open_storage(storage, tune.folder)  # a database out of reach: refused before a folder is made
@@ -38,7 +36,7 @@ def run(tune: Tune, on_start: Callable | None = None, on_trial: Callable | None 
     except OSError as e:
         raise OutputError(f"cannot write to {tune.folder}: {reason(e)}") from None
     storage = storage or open_storage(None, tune.folder)
-    study = load_study(storage, tune.spec.study, json.loads(json.dumps(tune.search())), tune.overwrite)
+    study = load_study(storage, tune.spec.study, tune.search(), tune.overwrite)
     seen = {t.number for t in finished(study)}
     if on_start is not None:
         on_start(study, len(seen))

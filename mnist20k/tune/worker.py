@@ -24,7 +24,7 @@ from mnist20k import process
 from mnist20k.config import TrainConfig, validate
 from mnist20k.errors import Mnist20kError, TrainingDiverged
 from mnist20k.results import epoch_line
-from mnist20k.tune.space import parse_search, split_params
+from mnist20k.tune.space import Dimension, parse_search, split_params
 from mnist20k.tune.study import claim, heartbeat, make_pruner, open_storage, open_study, retry
 
 
@@ -79,20 +79,21 @@ def work(spec: WorkerSpec, index: int = 0) -> int:
     pruner = make_pruner(spec.pruner, epochs * len(spec.seeds), epochs)
     seed = None if spec.sampler_seed is None else spec.sampler_seed + index
     study = open_study(storage, spec.study, pruner, optuna.samplers.TPESampler(seed=seed))
+    space = parse_search(spec.search)
     ran = 0
     while (trial := claim(study, storage, folder, spec.trials)) is not None:
         with heartbeat(storage, trial):
-            run_trial(study, trial, spec)
+            run_trial(study, trial, spec, space)
         ran += 1
     return ran
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec) -> None:
+def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space: list[Dimension]) -> None:
     """Train one trial's seeds and tell the study how it ended; an interrupted trial is queued again."""
     from mnist20k.networks import count_params, network_for
 
     started = time.perf_counter()
-    settings, args = split_params({d.key: d.suggest(trial) for d in parse_search(spec.search)})
+    settings, args = split_params({d.key: d.suggest(trial) for d in space})
     base = TrainConfig(**spec.config)
     folder = trial_folder(Path(spec.folder), trial.number)
     trial.set_user_attr("folder", folder.name)
