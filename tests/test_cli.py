@@ -2,6 +2,8 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,10 @@ from typer.testing import CliRunner
 
 from mnist20k import __version__
 from mnist20k.cli import app
+from mnist20k.config import RECIPES, make_config
 from mnist20k.networks import build_model, count_params
+
+ROOT = Path(__file__).resolve().parent.parent
 
 runner = CliRunner()
 
@@ -43,17 +48,32 @@ def test_summary_of_the_smaller_presets_within_their_budgets(name, budget):
     assert "Receptive field: 18×18" in result.stdout  # the seed's shape: 3, 5, pool 6, then +4 three times
 
 
+def test_tinys_default_recipe_is_the_best_trial_of_its_study():
+    """Chosen on validation images (the study), confirmed on the test set by sweep-tiny-e15-tuned-cpu.json."""
+    study = json.loads((ROOT / "benchmarks" / "results" / "tune-tiny-e15-cpu.json").read_text())
+    best = study["best"][0]
+    assert best["value"] == max(t["value"] for t in study["trials"] if t["outcome"] == "complete")
+    assert asdict(make_config(model="tiny")) == {**study["config"], **best["params"], "val": 0}
+
+
 @pytest.mark.parametrize("name", ["tiny", "micro"])
-def test_a_smaller_preset_trains_and_its_checkpoint_scores_the_same(name, data_dir, tmp_path):
+def test_a_smaller_preset_trains_at_its_own_recipe_and_its_checkpoint_scores_the_same(name, data_dir, tmp_path):
     out = tmp_path / name
     short = ("--epochs", 1, "--max-batches", 3, "--device", "cpu", "--data-dir", data_dir)
     result = invoke("train", "--model", name, *short, "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["lr"] == 0.1  # the smaller networks' peak
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded == asdict(make_config(model=name, epochs=1, max_batches=3))
+    assert recorded["lr"] != make_config().lr  # the network's own, not base's
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     result = invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["correct"] == last["test_correct"]
+
+
+@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"default"}))
+def test_the_other_recipes_are_the_same_for_every_network(recipe):
+    assert make_config(recipe, model="tiny") == replace(make_config(recipe), model="tiny")
 
 
 def test_summary_exits_1_for_a_model_over_budget(monkeypatch):
