@@ -30,16 +30,16 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from mnist20k import process
 from mnist20k.config import make_config
-from mnist20k.data import MEAN, STD
 from mnist20k.device import resolve_device
 from mnist20k.evaluate import evaluate
-from mnist20k.networks import build_model
 from mnist20k.step import BatchStep
 from mnist20k.train import prepare
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script: its neighbour
+import seed_pipeline  # noqa: E402
 
 PIPELINES = {"seed": None, "mnist20k-seed-recipe": "original", "mnist20k-default": "default"}  # name -> recipe
 BATCH = 128
@@ -53,41 +53,22 @@ def sync(dev: torch.device) -> None:
 
 
 def seed_step(data_dir, dev, workers: int):
-    """One step of the seed's DataLoader + PIL pipeline, and its model."""
-    from torchvision import datasets, transforms
-
-    seed = make_config("original")
-    tf = transforms.Compose(
-        [
-            transforms.RandomRotation((-seed.rotate, seed.rotate), fill=(0,)),
-            transforms.ToTensor(),
-            transforms.Normalize((MEAN,), (STD,)),
-        ]
-    )
-    ds = datasets.MNIST(str(data_dir), train=True, download=False, transform=tf)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
-    )
-    model = build_model("base", dropout=seed.dropout).to(dev)
-    optimizer = torch.optim.SGD(model.parameters(), lr=seed.lr, momentum=seed.momentum)
+    """One step of the seed's DataLoader + PIL pipeline, and its model (seed_pipeline.py)."""
+    train_loader = seed_pipeline.loader(data_dir, dev, workers, train=True)
+    model, optimizer = seed_pipeline.model_and_optimizer(dev)
     model.train()
-    batches = iter(loader)
+    batches = iter(train_loader)
 
     def step():
         nonlocal batches
         try:
             x, y = next(batches)
         except StopIteration:
-            batches = iter(loader)
+            batches = iter(train_loader)
             x, y = next(batches)
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        loss = F.nll_loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the seed's progress bar shows every step's loss
+        seed_pipeline.train_step(model, optimizer, x, y, dev)
 
-    return step, model, loader
+    return step, model, train_loader
 
 
 def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_graph: bool):

@@ -96,6 +96,17 @@ def test_throughput_end_to_end_reports_every_round(data_dir):
     assert {"ratio_same_recipe", "ratio_default", "eval_seconds"} <= set(result)
 
 
+def test_whole_run_times_both_processes_and_reports_their_ratio(data_dir):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "whole_run.py"), "--device", "cpu", "--data-dir", str(data_dir),
+           "--seed-epochs", "1", "--workers", "0", "--json", "--", "--epochs", "2", "--max-batches", "2"]  # fmt: skip
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout)
+    seed, ours = result["seed_pipeline"], result["mnist20k"]
+    assert seed["epochs"] == 1 and 0 <= seed["test_correct"] <= 10_000 and seed["seconds"] > 0
+    assert (ours["recipe"], ours["epochs"], ours["config"]["max_batches"]) == ("fast", 2, 2)
+    assert result["ratio"] == round(seed["seconds"] / ours["seconds"], 2)
+
+
 def test_report_renders_the_committed_study():
     path = ROOT / "benchmarks" / "results" / "tune-tiny-e8-cpu.json"
     table = subprocess.run(
