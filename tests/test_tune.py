@@ -54,6 +54,9 @@ def test_two_workers_share_a_journal_study_and_end_with_exactly_its_trials(data,
     assert record["best"][0]["value"] == max(t.value for t in trials if t.value is not None)
     assert "--seeds 1-5" in record["confirm"] and "--val" not in record["confirm"]
     assert f"trial {record['best'][0]['number']}: " in result.output
+    for log in ("worker-0.log", "worker-1.log"):  # what each did, and nothing a user can do nothing about
+        lines = (out / log).read_text().splitlines()
+        assert lines and lines[-1].startswith("worker ") and "Warning" not in "\n".join(lines), lines
 
 
 def test_each_trial_folder_is_an_ordinary_run_that_eval_scores(data, tmp_path):
@@ -187,7 +190,7 @@ def test_a_worker_killed_outright_leaves_a_trial_that_the_next_run_retries(data,
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(out / "trial-0000" / "metrics.jsonl")
     # The worker runs in a session of its own (Ctrl-C reaches the parent alone): kill both outright.
-    subprocess.run(["pkill", "-KILL", "-f", f"mnist20k.tune.worker.*{out}"], check=True)
+    subprocess.run(["pkill", "-KILL", "-f", f"mnist20k.tune .*{out}"], check=True)
     child.kill()
     child.wait()
     time.sleep(0.5)

@@ -40,7 +40,7 @@ def run(tune: Tune, on_start: Callable | None = None, on_trial: Callable | None 
     seen = {t.number for t in finished(study)}
     if on_start is not None:
         on_start(study, len(seen))
-    command = [sys.executable, "-m", "mnist20k.tune.worker", tune.spec.to_json()]
+    command = [sys.executable, "-m", "mnist20k.tune", tune.spec.to_json()]
     runner = Runner(tune.jobs, env=worker_env(tune.jobs))
     logs = [tune.folder / f"worker-{i}.log" for i in range(tune.jobs)]
 

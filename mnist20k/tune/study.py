@@ -43,15 +43,13 @@ def open_storage(url: str | None, folder: Path):
     if url is None:
         return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
     try:
-        with warnings.catch_warnings():  # Optuna marks the heartbeat experimental; it is what recovers trials
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-            )
+        return RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+        )
     except ImportError as e:
         raise StorageError(f"--storage {_safe(url)} needs its database driver: {e}; see docs/tune.md") from None
     except Exception as e:  # SQLAlchemy's OperationalError, ArgumentError, ...: one line either way

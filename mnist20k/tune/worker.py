@@ -1,6 +1,6 @@
 """A tune worker: claims trials of a study until it has its total, and trains each as ordinary run folders,
 in this process, through the library's train(). `mnist20k tune` starts `--jobs` of them
-(`python -m mnist20k.tune.worker SPEC INDEX`), and a machine joining a shared study starts its own.
+(`python -m mnist20k.tune SPEC INDEX`), and a machine joining a shared study starts its own.
 
 Every epoch's validation accuracy is reported to Optuna, which may prune the trial; a trial's value is its
 final epoch's, the mean (or the minimum) over its seeds.
@@ -170,7 +170,3 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

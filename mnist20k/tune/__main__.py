@@ -1,0 +1,8 @@
+"""`python -m mnist20k.tune SPEC INDEX`: one tune worker (worker.py). An entry point of its own, so that the
+package, which imports worker.py, is not run as a script after it was imported."""
+
+import sys
+
+from mnist20k.tune.worker import main
+
+sys.exit(main(sys.argv[1:]))
