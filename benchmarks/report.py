@@ -52,12 +52,21 @@ def _grid(grid: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in grid.items())
 
 
+# settings most runs leave as they are: named in a table's heading only when a run changed them
+RARER = {"batch_size": ("batch", 128), "weight_decay": ("weight decay", 5e-4), "warmup": ("warmup", 0.2),
+         "label_smoothing": ("label smoothing", 0.0)}  # fmt: skip
+
+
+def _rarer(c: dict) -> str:
+    return "".join(f", {word} {c[k]}" for k, (word, usual) in RARER.items() if c.get(k, usual) != usual)
+
+
 def table(title: str, c: dict, where: str, runs: list[dict], last: int, target: float) -> str:
     done = {r["seed"]: r["epochs"] for r in runs if r.get("status", "done") == "done"}
     s = summarize(done, target, last)
     lines = [
         f"{title}: model `{c['model']}`, {c['epochs']} epochs (lr {c['lr']}, {c['schedule']}, dropout {c['dropout']}, "
-        f"rotate {c['rotate']}, translate {c['translate']}), {where}",
+        f"rotate {c['rotate']}, translate {c['translate']}{_rarer(c)}), {where}",
         "",
         f"| seed | final-epoch accuracy | lowest of the last {last} epochs | time to {target}% (epoch) | loop |",
         "| ---: | ---: | ---: | ---: | ---: |",

@@ -85,6 +85,14 @@ def test_report_renders_the_committed_sweep_files():
     assert "| mean ± std | **99.56% ± 0.06** |" in table
 
 
+def test_a_tables_heading_names_the_rarer_settings_only_when_a_run_changed_them():
+    report = load("report")
+    tuned = json.loads((ROOT / "benchmarks" / "results" / "sweep-tiny-e15-tuned-cpu.json").read_text())
+    config = tuned["configurations"][0]["config"]
+    assert report._rarer(config) == ", batch 64, weight decay 1.147247281078155e-05"
+    assert report._rarer({**config, "batch_size": 128, "weight_decay": 5e-4}) == ""
+
+
 def test_throughput_end_to_end_reports_every_round(data_dir):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--data-dir", str(data_dir),
            "--steps", "2", "--warmup", "1", "--rounds", "2", "--workers", "0", "--json"]  # fmt: skip
