@@ -48,12 +48,16 @@ def test_summary_of_the_smaller_presets_within_their_budgets(name, budget):
     assert "Receptive field: 18×18" in result.stdout  # the seed's shape: 3, 5, pool 6, then +4 three times
 
 
-def test_tinys_default_recipe_is_the_best_trial_of_its_study():
-    """Chosen on validation images (the study), confirmed on the test set by sweep-tiny-e15-tuned-cpu.json."""
-    study = json.loads((ROOT / "benchmarks" / "results" / "tune-tiny-e15-cpu.json").read_text())
+@pytest.mark.parametrize(
+    "recipe, model, study",
+    [("default", "tiny", "tune-tiny-e15-cpu.json"), ("fast", "base", "tune-base-e6b-cpu.json")],
+)
+def test_a_searched_recipe_is_the_best_trial_of_its_study(recipe, model, study):
+    """Chosen on validation images (the study), confirmed on the test set by the sweep.json beside it."""
+    study = json.loads((ROOT / "benchmarks" / "results" / study).read_text())
     best = study["best"][0]
     assert best["value"] == max(t["value"] for t in study["trials"] if t["outcome"] == "complete")
-    assert asdict(make_config(model="tiny")) == {**study["config"], **best["params"], "val": 0}
+    assert asdict(make_config(recipe, model=model)) == {**study["config"], **best["params"], "val": 0}
 
 
 @pytest.mark.parametrize("name", ["tiny", "micro"])
