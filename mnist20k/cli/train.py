@@ -17,7 +17,7 @@ def train(
     recipe: Annotated[
         Recipe | None,
         typer.Option(
-            help="Base settings: default; fast (9 epochs); original (the seed document's). Options override. "
+            help="Base settings: default; fast (6 epochs); original (the seed document's). Options override. "
             "(default: default)",
             show_default=False,
         ),
