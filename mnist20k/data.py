@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -90,13 +91,25 @@ def _check_idx(path: Path, magic: int, ndim: int) -> list[int]:
 
 
 def _download(root: Path) -> None:
+    """torchvision's download of the four files into root/MNIST/raw; a failed one takes away the folders it
+    made, so that a mistyped --data-dir leaves nothing behind."""
     from torchvision.datasets import MNIST
 
+    made = next((folder for folder in _folders(root) if not folder.exists()), None)
     try:
         MNIST(str(root), train=True, download=True)
     except Exception as e:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         reason = " ".join(str(e).split())  # torchvision's message spans lines: one line per error
         raise DataError(f"{_missing_message(raw_folder(root))} (download failed: {reason})") from None
+
+
+def _folders(root: Path) -> list[Path]:
+    """The folders a download into root may make, outermost first: root's missing parents, root, root/MNIST
+    and root/MNIST/raw."""
+    root = Path(os.path.abspath(root))
+    return [*reversed(root.parents), root, root / "MNIST", raw_folder(root)]
 
 
 def _missing_message(raw: Path) -> str:

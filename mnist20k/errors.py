@@ -36,3 +36,7 @@ class Renamed(UserWarning):
 class SourceChanged(UserWarning):
     """The source file of a user's network differs from the one its checkpoint was trained with: its
     weights are still loaded, if they fit."""
+
+
+class NotApplied(UserWarning):
+    """A setting that does nothing where the run is: --amp on a device other than CUDA."""

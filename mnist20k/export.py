@@ -20,7 +20,7 @@ from torch import fx, nn
 from mnist20k.config import EXPORT_FORMATS
 from mnist20k.data import MEAN, STD
 from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.files import write_file
+from mnist20k.files import check_writable, write_file
 from mnist20k.results import split
 
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
@@ -197,6 +197,7 @@ def export(
     path = Path(out) if out is not None else source.parent / EXPORT_FORMATS[fmt]
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
+    check_writable(path)
     ckpt = load_checkpoint(source)
     network = inference_network(network_from_checkpoint(ckpt, model, args).module)
     data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))

@@ -9,6 +9,7 @@ whatever a library's writer makes of a short write (torch.save's zip writer rais
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -29,11 +30,31 @@ def write_file(path: Path | str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(f"cannot write {path}: {reason(e)}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file that may never have been made. Its folder may be a file, gone or read-only, so
+    unlinking it fails in as many ways as the write did (NotADirectoryError, PermissionError, ...), not only
+    with FileNotFoundError: the write's own error is the one to tell."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def check_writable(path: Path | str) -> None:
+    """Fail now, before the work that makes the file: `path`'s folder takes a new file (one is made there and
+    removed), or OutputError says why not, as write_file would."""
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {reason(e)}") from None
+    _discard(probe)
 
 
 def remove_unfinished(path: Path | str) -> None:

@@ -18,7 +18,7 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
         return False
     from mnist20k.errors import OutputError
     from mnist20k.files import write_file
-    from mnist20k.results import split
+    from mnist20k.results import TARGET, split
 
     s = split(metrics[-1])
     scored = "validation" if s == "val" else "test"
@@ -29,16 +29,20 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     loss_ax.plot(epochs, [r[s + "_loss"] for r in metrics], "o-", label=scored)
     loss_ax.set(xlabel="epoch", ylabel="loss (NLL)", yscale="log", title="loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [r[s + "_accuracy"] for r in metrics], "o-", color="tab:green")
-    acc_ax.axhline(99.4, color="gray", linestyle="--", linewidth=1, label="99.4%")
+    accuracies = [r[s + "_accuracy"] for r in metrics]
+    acc_ax.plot(epochs, accuracies, "o-", color="tab:green")
+    low, high = accuracy_range(accuracies)
+    if low <= TARGET <= high:
+        acc_ax.axhline(TARGET, color="gray", linestyle="--", linewidth=1, label=f"{TARGET}%")
+        acc_ax.legend(loc="lower right")
     last = metrics[-1]
     title = f"{scored} accuracy (final {last[s + '_accuracy']:.2f}%)"
     acc_ax.set(xlabel="epoch", ylabel=f"{scored} accuracy (%)", title=title)
-    acc_ax.set_ylim(max(min(r[s + "_accuracy"] for r in metrics) - 0.2, 97.0), 100.0)
-    acc_ax.legend(loc="lower right")
+    acc_ax.set_ylim(low, high)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(epochs) + 0.5)  # whole epochs, a single one included
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
@@ -47,3 +51,10 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
     except OutputError as e:
         raise OutputError(f"{e}; the run itself is saved") from None
     return True
+
+
+def accuracy_range(accuracies: list[float]) -> tuple[float, float]:
+    """The accuracy axis fitted to the run: every epoch's point inside it with a margin, never above 100%."""
+    low, high = min(accuracies), max(accuracies)
+    margin = max(0.1, 0.1 * (high - low))
+    return low - margin, min(100.0, high + margin)

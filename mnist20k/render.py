@@ -149,7 +149,9 @@ class TrainView:
 
     def interrupted_message(self) -> str:
         if not self.last_epoch and not self.resumed:
-            return "interrupted before the first epoch ended: no checkpoint was written"
+            return (
+                "interrupted before the first epoch ended: nothing of the run is kept; the same command starts it again"
+            )
         return f"interrupted: the last completed epoch is saved; resume with: {resume_command(self.out, self.config)}"
 
     def finish(self, metrics: list[dict], curves: bool) -> None:

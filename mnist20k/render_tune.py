@@ -66,5 +66,3 @@ class TuneView:
         if record["confirm"]:
             say("confirm the best on the test set (all 60,000 training images, seeds 1-5):")
             say(f"  {record['confirm']}")
-        else:
-            say("no trial completed: nothing to confirm", style="yellow")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -31,6 +32,8 @@ class RunDir:
         self.checkpoint = self.path / CHECKPOINT_NAME
         self.metrics = self.path / "metrics.jsonl"
         self.config = self.path / "config.json"
+        self.made = False  # check() made the folder: a run that never saves an epoch takes it away again
+        self.saved = False  # an epoch's checkpoint is on disk
 
     def holds_run(self) -> bool:
         return any((self.path / name).exists() for name in RUN_FILES)
@@ -43,12 +46,13 @@ class RunDir:
                 f"or --resume {self.path} to continue it"
             )
         try:
+            self.made = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-test-")
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise UsageError(f"cannot write to output folder {self.path}: {reason(e)}") from None
+            raise OutputError(f"cannot write to output folder {self.path}: {reason(e)}") from None
 
     def start(self, config: dict, metrics: list[dict]) -> None:
         """Write config.json and metrics.jsonl as of `metrics`: empty for a new run, the checkpoint's
@@ -68,16 +72,28 @@ class RunDir:
             save_checkpoint(self.checkpoint, state)
         except OutputError as e:
             if epoch == 1:
-                raise OutputError(f"{e}; no checkpoint of this run was written") from None
+                raise OutputError(f"{e}; no epoch of this run was saved, and nothing of it is kept") from None
             raise OutputError(
                 f"{e}; {self.checkpoint} still holds epoch {epoch - 1}, and --resume {self.path} continues after it"
             ) from None
+        self.saved = True
         try:
             write_file(self.metrics, _jsonl(state["metrics"]))
         except OutputError as e:
             raise OutputError(
                 f"{e}; epoch {epoch}'s checkpoint is saved, and --resume {self.path} continues after it"
             ) from None
+
+    def discard(self) -> None:
+        """Take back what start() wrote for a new run that ended before its first checkpoint: its config.json
+        and metrics.jsonl, and the folder if check() made it and nothing else is in it. The same command then
+        starts the run again, instead of being refused for a folder that holds a run."""
+        for path in (self.config, self.metrics):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if self.made:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if empty: what else is there is not the run's
 
 
 def write_config(path: Path, config: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,7 +23,7 @@ from mnist20k.checkpoint import find_checkpoint, load_checkpoint
 from mnist20k.config import TrainConfig, from_dict, make_config
 from mnist20k.data import load_split
 from mnist20k.device import resolve_device
-from mnist20k.errors import CheckpointError, TrainingDiverged, UsageError
+from mnist20k.errors import CheckpointError, NotApplied, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.networks import Network, count_params, network_for, network_from_checkpoint
 from mnist20k.refs import user_code
@@ -86,8 +87,13 @@ def train(
         on_start(r.config, count_params(r.model))
     # A network of the user's own may fail only in training mode: its error is told as one line, at its line.
     source = r.network.source
-    with user_code(source.ref, source.roots) if source is not None else contextlib.nullcontext():
-        return run_epochs(r, on_step, on_epoch)
+    try:
+        with user_code(source.ref, source.roots) if source is not None else contextlib.nullcontext():
+            return run_epochs(r, on_step, on_epoch)
+    except BaseException:
+        if r.folder is not None and not r.folder.saved:
+            r.folder.discard()  # nothing of the run was saved: leave no run behind to be refused next time
+        raise
 
 
 def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None) -> list[dict]:
@@ -114,7 +120,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         score = evaluate(r.model, *r.scored)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
-            done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "no checkpoint was written"
+            done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "nothing of the run was kept"
             raise TrainingDiverged(f"training diverged at epoch {epoch} (loss {train_loss}); {done}. Try a lower --lr")
         record = {
             "epoch": epoch,
@@ -146,6 +152,10 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
         config = saved
     config = config or make_config()
     dev = resolve_device(device)
+    if config.amp and dev.type != "cuda":
+        warnings.warn(
+            NotApplied(f"--amp is bfloat16 autocast on CUDA: this {dev.type} run trains in float32"), stacklevel=2
+        )
     # The network first: a user's network that fails to build is told before any data is read.
     torch.manual_seed(config.seed)
     if ckpt is not None:
@@ -165,6 +175,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
     if folder is not None:
         same_run = resume is not None and folder.checkpoint.resolve() == find_checkpoint(resume).resolve()
         folder.check(overwrite=overwrite or same_run)
+        folder.saved = same_run  # the checkpoint resumed from is in it already
 
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in

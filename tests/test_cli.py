@@ -61,7 +61,7 @@ def test_a_searched_recipe_is_the_best_trial_of_its_study(recipe, model, study):
 
 
 @pytest.mark.parametrize("name", ["tiny", "micro"])
-def test_a_smaller_preset_trains_at_its_own_recipe_and_its_checkpoint_scores_the_same(name, data_dir, tmp_path):
+def test_a_smaller_preset_trains_at_its_own_recipe(name, data_dir, tmp_path):
     out = tmp_path / name
     short = ("--epochs", 1, "--max-batches", 3, "--device", "cpu", "--data-dir", data_dir)
     result = invoke("train", "--model", name, *short, "--out", out)
@@ -69,10 +69,6 @@ def test_a_smaller_preset_trains_at_its_own_recipe_and_its_checkpoint_scores_the
     recorded = json.loads((out / "config.json").read_text())
     assert recorded == asdict(make_config(model=name, epochs=1, max_batches=3))
     assert recorded["lr"] != make_config().lr  # the network's own, not base's
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    result = invoke("eval", out, "--data-dir", data_dir, "--device", "cpu", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["correct"] == last["test_correct"]
 
 
 @pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"default"}))
@@ -134,15 +130,32 @@ def test_help_does_not_import_torch():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300).stdout
     assert "Commands" in out and out.strip().endswith("NO-TORCH")
 
 
-def test_click_usage_errors_are_one_line():
-    result = subprocess.run([sys.executable, "-m", "mnist20k", "train", "--lr", "abc"], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: ") and "--lr" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["train", "--lr", "abc"], "Invalid value for '--lr'"),
+        (
+            ["train", "--schedule", "cosine"],
+            "'cosine' is not one of 'onecycle', 'constant'",
+        ),
+        (
+            ["train", "--recipe", "slow"],
+            "'slow' is not one of 'default', 'original', 'fast'",
+        ),
+        (["eval", "x.pt", "--device", "gpu"], "Invalid value for '--device'"),
+        (["eval", "x.pt", "--device", "cuda:x"], "cuda:N"),
+        (["eval", "x.pt", "--device", "cpu:1"], "cuda:N"),
+    ],
+)
+def test_usage_errors_the_option_parser_finds_are_one_line(args, text):
+    """What click refuses before any command runs, from a real process: one line, exit 2, the choices named."""
+    done = subprocess.run([sys.executable, "-m", "mnist20k", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and text in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -179,11 +192,16 @@ def test_mps_where_there_is_none(data_dir, tmp_path):
     one_error_line(invoke("train", "--device", "mps", "--data-dir", data_dir, "--out", tmp_path / "r"), 2, "MPS")
 
 
-def test_missing_data_names_the_files(tmp_path):
-    result = invoke("train", "--data-dir", tmp_path / "empty", "--out", tmp_path / "run", "--device", "cpu")
-    one_error_line(result, 1, "MNIST is not in")
-    assert not (tmp_path / "run").exists()
-    assert "train-images-idx3-ubyte" in result.stderr
+def test_missing_data_names_the_files_and_leaves_nothing_behind(tmp_path):
+    """A mistyped --data-dir: the download into it fails (offline, in a test), one line names the four files and
+    the folder, and neither a data folder nor a run folder is left."""
+    from mnist20k.data import ALL_FILES
+
+    data = tmp_path / "nodata" / "deeper"
+    result = invoke("train", "--data-dir", data, "--out", tmp_path / "run", "--device", "cpu")
+    line = one_error_line(result, 1, f"MNIST is not in {data / 'MNIST' / 'raw'}: put the four files ")
+    assert all(name in line for name in ALL_FILES) and "(download failed: " in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_eval_rejects_a_bad_batch_size(tmp_path):
@@ -242,7 +260,9 @@ EVERY_SETTING = {
 }
 
 
-def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_path):
+def test_every_training_setting_is_a_train_option_and_is_recorded(data_dir, tmp_path):
+    """Each setting is an option of train, and what was given is what config.json and the checkpoint record; what
+    each one changes in training is test_options.py's."""
     from dataclasses import fields
 
     from mnist20k.config import TrainConfig
@@ -265,16 +285,6 @@ def test_every_training_setting_is_a_train_option_and_is_applied(data_dir, tmp_p
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text()) == EVERY_SETTING
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"] == EVERY_SETTING
-
-
-@pytest.mark.parametrize(
-    "option, value, choices",
-    [("--schedule", "cosine", "'onecycle', 'constant'"), ("--recipe", "slow", "'default', 'original', 'fast', 'seed'")],
-)
-def test_options_with_a_fixed_set_of_values_list_them_and_refuse_others(option, value, choices):
-    result = subprocess.run([sys.executable, "-m", "mnist20k", "train", option, value], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"error: Invalid value for '{option}'") and choices in result.stderr
 
 
 def test_the_old_names_of_the_base_network_and_the_original_recipe_still_work_with_a_note(data_dir, tmp_path):

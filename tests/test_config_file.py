@@ -98,7 +98,7 @@ def test_a_sweeps_run_trains_from_its_config_json_alone(data_dir, tmp_path):
     planned.folder.mkdir(parents=True)
     changed = {**asdict(planned.config), "lr": 0.0123}
     (planned.folder / "config.json").write_text(json.dumps(changed))
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((planned.folder / "config.json").read_text()) == changed
     assert "--lr" not in command and sys.executable == command[0]

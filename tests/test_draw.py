@@ -12,7 +12,7 @@ import threading
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import Lines, one_error_line
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -170,10 +170,37 @@ def test_nothing_but_the_page_and_the_endpoint_is_served(server, method, path):
     assert status == 404 and b"<html" not in data and b"[project]" not in data
 
 
+def outside_references(page: str) -> list[str]:
+    """Everything in the page that a browser would fetch from anywhere: an attribute naming a resource (src,
+    href, action, ...) other than a fragment or inline data, a CSS url() or @import, and a fetch() of a URL that
+    is not relative to the page."""
+    import re
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Attributes(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            for name, value in attrs:
+                if name in ("src", "href", "action", "srcset", "poster", "data", "formaction") and value is not None:
+                    if not value.startswith(("#", "data:")):
+                        found.append(f"<{tag} {name}={value!r}>")
+
+    Attributes().feed(page)
+    found += re.findall(r"url\(\s*['\"]?(?!data:|#)[^)]*\)|@import[^;]*", page)
+    found += [url for url in re.findall(r"fetch\(\s*['\"`]([^'\"`]*)", page) if re.match(r"[a-z]+:|//|/", url)]
+    return found
+
+
 def test_the_page_is_self_contained(server):
+    """It works offline and sends nothing anywhere but to this server: nothing in it is fetched from elsewhere."""
     status, page = request(server, "GET", "/")
     assert status == 200 and b"<canvas" in page
-    assert b"http://" not in page and b"https://" not in page and b"<script src" not in page  # works offline
+    assert outside_references(page.decode()) == []
+    for added in ('<script defer src="//cdn.example.com/pad.js"></script>', '<link rel="stylesheet" href="x.css">',
+                  "<style>body { background: url(https://example.com/p.png) }</style>",
+                  '<img src="http://example.com/i.png">', 'fetch("https://example.com/log")'):  # fmt: skip
+        assert outside_references(page.decode().replace("</body>", added + "</body>")), added
 
 
 def test_a_port_in_use_is_one_line(server, run):
@@ -259,16 +286,17 @@ def test_a_client_that_resets_its_connection_mid_request_gets_no_traceback(run, 
     assert capsys.readouterr().err == ""
 
 
-def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
+def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run, spawn):
     import signal
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "mnist20k", "draw", str(run), "--no-browser", "--port", "0", "--host", "0.0.0.0"]
     restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (as a terminal's job has it)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
-    line = proc.stdout.readline()
-    assert line.startswith("drawing page: http://0.0.0.0:"), line + proc.stderr.read()
+    proc = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
+    output = Lines(proc.stdout)
+    line = output.next(timeout=120)
+    assert line and line.startswith("drawing page: http://0.0.0.0:"), line
     port = int(line.split(":")[3].split("/")[0])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", "/")
@@ -276,6 +304,7 @@ def test_ctrl_c_ends_it_with_exit_0_and_another_host_is_warned_of(run):
     assert reply.status == 200 and reply.read()  # serving, so the Ctrl-C below lands where it would
     connection.close()
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    stdout, stderr = output.rest(), proc.stderr.read()
     assert proc.returncode == 0 and stdout.strip() == "stopped", stdout + stderr
     assert stderr.strip() == "warning: serving on 0.0.0.0: anyone who can reach this machine can use the page"

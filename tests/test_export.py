@@ -136,7 +136,9 @@ def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run,
         .replace("data/MNIST/raw/t10k-images-idx3-ubyte", str(images))
     )
     no_torch = "import sys; sys.modules['torch'] = None\n"  # the example must not need PyTorch
-    done = subprocess.run([sys.executable, "-c", no_torch + code], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", no_torch + code], capture_output=True, text=True, check=True, timeout=300
+    )
     printed = [int(d) for d in re.findall(r"\d", done.stdout.strip().splitlines()[-1])]
     model = network_from_checkpoint(load_checkpoint(run)).module.eval()
     from mnist20k.data import load_split, normalize
@@ -144,3 +146,45 @@ def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run,
     test_images, _ = load_split(data_dir, train=False)
     with torch.no_grad():
         assert printed == model(normalize(test_images[:5])).argmax(1).tolist()
+
+
+BRANCHES = """import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 10, 28)
+
+    def forward(self, x):
+        if x.sum() > 0:  # depends on the data: torch.fx cannot trace it
+            x = -x
+        return torch.log_softmax(self.conv(x).flatten(1), dim=1)
+"""
+
+
+def test_a_network_that_cannot_be_traced_is_one_line(data_dir, tmp_path):
+    (tmp_path / "branches.py").write_text(BRANCHES)
+    ref = f"{tmp_path / 'branches.py'}:Net"
+    run = tmp_path / "run"
+    trained = invoke("train", "--model", ref, "--epochs", 1, "--max-batches", 1, "--device", "cpu",
+                     "--data-dir", data_dir, "--out", run)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    result = invoke("export", run, "--model", ref, "--out", tmp_path / "m.onnx", "--data-dir", data_dir)
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert (
+        line.startswith("error: cannot export this network: torch.fx cannot trace its forward() (") and "\n" not in line
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_verify_without_onnxruntime_says_how_to_get_it_or_skip_the_check(run, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = invoke("export", run, "--out", tmp_path / "m.onnx", "--data-dir", data_dir)
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        "error: checking an ONNX export needs onnxruntime: pip install 'mnist20k[onnx]', or pass --no-verify"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert invoke("export", run, "--out", tmp_path / "m.onnx", "--no-verify").exit_code == 0

@@ -76,8 +76,8 @@ def test_a_limit_hit_at_the_second_checkpoint_keeps_the_first_for_eval_and_resum
 def test_a_limit_hit_at_the_first_checkpoint_says_none_was_written(data_dir, tmp_path):
     out = tmp_path / "run"
     line = one_line(limited(40_000, "train", "--epochs", 2, *SHORT, "--data-dir", data_dir, "--out", out), "too large")
-    assert line.endswith("File too large; no checkpoint of this run was written")
-    assert not (out / "checkpoint.pt").exists() and no_temporary_files(out)
+    assert line.endswith("File too large; no epoch of this run was saved, and nothing of it is kept")
+    assert not out.exists()  # the same command starts the run again, with no --overwrite
 
 
 def test_metrics_that_cannot_be_replaced_leave_the_epochs_checkpoint_to_resume(data_dir, tmp_path):
@@ -161,3 +161,14 @@ def test_a_sweep_whose_run_hits_the_limit_tells_it_and_resumes_after_it(data_dir
     assert "seed 1: final " in again.stdout and ", lowest of the last 2 " in again.stdout  # 2 epochs, --last 3
     assert "on each of its last 2 epochs" in again.stdout
     assert torch.load(out / "seed-1" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_study_png_over_the_limit_is_one_line_and_the_study_is_saved(data_dir, tmp_path):
+    """The picture is the largest file a small study writes: a limit above its trials' files stops it alone."""
+    out = tmp_path / "study"
+    args = ("tune", "--model", "micro", "--val", "100", "--epochs", 1, *SHORT, "--search", "lr=0.05,0.1",
+            "--trials", 2, "--data-dir", data_dir, "--out", out)  # fmt: skip
+    line = one_line(limited(60_000, *args), "File too large")
+    assert line == f"error: cannot write {out / 'study.png'}: File too large; tune.json and the study itself are saved"
+    assert json.loads((out / "tune.json").read_text())["finished"] == 2
+    assert not (out / "study.png").exists() and no_temporary_files(out)

@@ -69,32 +69,61 @@ def test_the_networks_import_nothing_of_mnist20k_and_the_library_no_command_line
 
 
 CHANGES = """
-import os, pkgutil, importlib, signal, sys
+import ctypes, os, pkgutil, importlib, signal, sys, warnings
+
+# glibc's mallopt() is what process.configure() calls: every call of it through ctypes is seen here
+calls = []
+
+
+class Seen(ctypes.CDLL):
+    def __getattr__(self, name):
+        if name == "mallopt":
+            calls.append(self._name)
+        return super().__getattr__(name)
+
+
+ctypes.CDLL = Seen
+import torch
 from torchvision.datasets import MNIST
+
 
 def state():
     umask = os.umask(0o022); os.umask(umask)
-    return (umask, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), list(MNIST.mirrors))
+    return (umask, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), list(MNIST.mirrors),
+            torch.get_num_threads(), list(warnings.filters), list(sys.path), dict(os.environ), calls[:])
 
 before = state()
 import mnist20k
 for m in pkgutil.walk_packages(mnist20k.__path__, "mnist20k."):
     if m.name != "mnist20k.__main__":  # that one runs the command line
         importlib.import_module(m.name)
-assert state() == before, (state(), before)
+after = state()
+assert after == before, [(a, b) for a, b in zip(after, before) if a != b]
 print(len(sys.modules))
 """
 
 
 def test_importing_every_module_changes_nothing_in_the_process():
-    done = subprocess.run([sys.executable, "-c", CHANGES], capture_output=True, text=True)
+    """Umask, signal handlers, torchvision's mirrors, torch's threads, the warnings filters, sys.path, the
+    environment and glibc's allocator (process.configure's mallopt): the same after importing every module."""
+    done = subprocess.run([sys.executable, "-c", CHANGES], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
 
-def test_the_installed_package_holds_every_module_and_the_draw_page():
-    """CI installs the project as a user does (not editable): a module left out of the wheel fails here."""
-    import mnist20k
+def test_the_wheel_holds_every_module_and_the_draw_page(tmp_path):
+    """The wheel pip builds from this tree, as a user's pip would: a module or a data file left out of it fails
+    here, whether the tests run on an editable install or not."""
+    import shutil
+    import zipfile
 
-    installed = Path(mnist20k.__file__).parent
-    source = {p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")} | {Path("draw.html")}
-    assert source <= {p.relative_to(installed) for p in installed.rglob("*") if p.is_file()}
+    tree = tmp_path / "tree"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(PACKAGE, tree / "mnist20k", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(PACKAGE.parent / name, tree / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "--wheel-dir"]
+    done = subprocess.run([*build, str(tmp_path), str(tree)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("mnist20k-*.whl")
+    packaged = {Path(name) for name in zipfile.ZipFile(wheel).namelist()}
+    source = {p.relative_to(PACKAGE.parent) for p in PACKAGE.rglob("*.py")} | {Path("mnist20k/draw.html")}
+    assert source - packaged == set()

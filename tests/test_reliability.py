@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import Lines, one_error_line
 from typer.testing import CliRunner
 
 from mnist20k import __version__
@@ -197,37 +197,39 @@ def test_cli_resume_continues_in_the_run_folder(data_dir, tmp_path):
 # ---- interrupts -------------------------------------------------------------------------------
 
 
-def start_cli(data_dir, out, *extra):
+def start_cli(spawn, data_dir, out, *extra):
+    """`mnist20k train` as a child process, and its output line by line."""
     cmd = [sys.executable, "-m", "mnist20k", "train", "--data-dir", str(data_dir), "--out", str(out)]
     cmd += ["--device", "cpu", "--epochs", "200", "--max-batches", "2", "--batch-size", "32", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A shell starts background jobs with SIGINT ignored, and Python keeps it so; give the child the
     # default back, as a terminal's foreground job has it.
     restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore)
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore)
+    return proc, Lines(proc.stdout)
 
 
-def wait_for_epoch(proc, n: int = 1) -> list[str]:
+def wait_for_epoch(output: Lines, n: int = 1) -> list[str]:
     """The child's epoch lines, once it has printed `n` of them."""
     deadline = time.time() + 120
     lines: list[str] = []
     while len(lines) < n:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, proc.stderr.read()
+        line = output.next(timeout=max(1, deadline - time.time()))
+        assert line is not None, "the child ended before its epoch " + str(n)
         if line.startswith("epoch "):
             lines.append(line)
-        assert time.time() < deadline
     return lines
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, tmp_path):
+def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, tmp_path, spawn):
     out = tmp_path / "run"
-    proc = start_cli(data_dir, out)
-    wait_for_epoch(proc, 2)
+    proc, output = start_cli(spawn, data_dir, out)
+    wait_for_epoch(output, 2)
     assert proc.poll() is None
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    stderr = proc.stderr.read()
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert f"resume with: mnist20k train --resume {out}" in stderr
@@ -236,14 +238,14 @@ def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, t
     assert len((out / "metrics.jsonl").read_text().splitlines()) >= ckpt["epoch"]
 
 
-def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path):
+def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path, spawn):
     """SIGKILL right after epoch 3 is reported: every reported epoch is in the checkpoint, with the numbers
     that were printed, metrics.jsonl agrees with it, and the run resumes from there."""
     out = tmp_path / "run"
-    proc = start_cli(data_dir, out)
-    printed = wait_for_epoch(proc, 3)
+    proc, output = start_cli(spawn, data_dir, out)
+    printed = wait_for_epoch(output, 3)
     proc.kill()
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)
     ckpt = load_checkpoint(out)
     epoch = ckpt["epoch"]
     assert epoch >= 3
@@ -265,28 +267,35 @@ def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path):
 # ---- divergence -------------------------------------------------------------------------------
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
-    import mnist20k.step as step
-    import mnist20k.train as training
+TURNS_TO_NAN = """import torch
+from torch import nn
 
-    real_step, calls = step.train_step, []
 
-    def poisoned(net, optimizer, *args):
-        calls.append(1)
-        loss = real_step(net, optimizer, *args)
-        if len(calls) > SHORT["max_batches"]:  # from epoch 2 on
-            with torch.no_grad():
-                for p in net.parameters():
-                    p.fill_(float("nan"))
-            return loss * float("nan")
-        return loss
+class Net(nn.Module):
+    \"\"\"A network whose forward pass gives NaN from its fourth training step on: epoch 2 of 3-step epochs.\"\"\"
 
-    monkeypatch.setattr(step, "train_step", poisoned)
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 10, 28)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            if self.steps > 3:
+                x = x * float("nan")
+        return torch.log_softmax(self.conv(x).flatten(1), dim=1)
+"""
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    (tmp_path / "nan.py").write_text(TURNS_TO_NAN)
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match="epoch 1's checkpoint is kept"):
-        training.train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu")
+    config = make_config(**{**SHORT, "dropout": 0.0}, model=f"{tmp_path / 'nan.py'}:Net")
+    with pytest.raises(TrainingDiverged, match="training diverged at epoch 2 .*; epoch 1's checkpoint is kept"):
+        train(config, data_dir=data_dir, out_dir=out, device="cpu")
     ckpt = load_checkpoint(out)
-    assert ckpt["epoch"] == 1
+    assert ckpt["epoch"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert all(torch.isfinite(t).all() for t in ckpt["model_state"].values() if t.is_floating_point())
 
 
@@ -302,9 +311,7 @@ def test_divergence_is_one_line_from_the_cli(data_dir, tmp_path):
 
 def damage(raw, kind: str) -> None:
     images, labels = (raw / name for name in FILES[True])
-    if kind == "missing file":
-        labels.unlink()
-    elif kind == "truncated file":
+    if kind == "truncated file":
         images.write_bytes(images.read_bytes()[:-100])
     elif kind == "wrong magic":
         labels.write_bytes(struct.pack(">i", 2051) + labels.read_bytes()[4:])
@@ -321,7 +328,6 @@ def damage(raw, kind: str) -> None:
 @pytest.mark.parametrize(
     "kind, text",
     [
-        ("missing file", "MNIST is not in"),
         ("truncated file", "truncated or corrupt"),
         ("wrong magic", "magic number 2051, expected 2049"),
         ("wrong dimensions", "32x32 images, not 28x28"),
@@ -344,7 +350,7 @@ def test_unwritable_output_folder_is_refused_before_training(data_dir, tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     for out in (blocker, blocker / "run"):
-        one_error_line(invoke("train", "--data-dir", data_dir, "--out", out, "--device", "cpu"), 2, "cannot write")
+        one_error_line(invoke("train", "--data-dir", data_dir, "--out", out, "--device", "cpu"), 1, "cannot write")
     assert blocker.read_text() == "keep me"
 
 
@@ -365,3 +371,54 @@ def test_existing_run_is_kept_unless_overwrite(good_run, data_dir, tmp_path):
 def test_library_train_refuses_an_existing_run_too(good_run, data_dir):
     with pytest.raises(UsageError, match="already holds a run"):
         train(replace(make_config(), epochs=1, max_batches=1), data_dir=data_dir, out_dir=good_run, device="cpu")
+
+
+# ---- run folders and what a checkpoint must hold to resume ------------------------------------
+
+
+def test_the_default_run_folder_is_runs_date_with_a_suffix_in_the_same_second(data_dir, tmp_path, monkeypatch):
+    from mnist20k import rundir
+
+    class Frozen(rundir.datetime):  # one second for every run started in this test
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 31, 12, 0, 0)
+
+    monkeypatch.setattr(rundir, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        result = invoke("train", "--epochs", 1, "--max-batches", 1, "--data-dir", data_dir, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["2026-01-31_12-00-00", "2026-01-31_12-00-00-2", "2026-01-31_12-00-00-3"]
+    assert all((tmp_path / "runs" / name / "checkpoint.pt").is_file() for name in runs)
+    assert "-> runs/2026-01-31_12-00-00-3" in result.stdout
+
+
+def test_a_run_saved_on_another_device_type_resumes_here(data_dir, tmp_path):
+    """A CUDA run's random state does not fit a CPU generator: the run goes on, shuffled afresh from here."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(**SHORT), data_dir=data_dir, out_dir=out, device="cpu", on_epoch=StopAfter(1))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["rng"] = {**ckpt["rng"], "device": "cuda", "generator": torch.zeros(16, dtype=torch.uint8),
+                   "cuda": torch.zeros(16, dtype=torch.uint8)}  # fmt: skip
+    torch.save(ckpt, out / "checkpoint.pt")
+    result = invoke("train", "--resume", out, "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in load_checkpoint(out)["metrics"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("missing", ["optimizer_state", "scheduler_state", "rng"])
+def test_a_checkpoint_without_its_training_state_is_refused_for_resume_and_scored_by_eval(missing, good_run, data_dir,
+                                                                                          tmp_path):  # fmt: skip
+    ckpt = torch.load(good_run / "checkpoint.pt", weights_only=True)
+    del ckpt[missing]
+    ckpt["epoch"] = 1  # epochs left to resume
+    path = tmp_path / "partial.pt"
+    torch.save(ckpt, path)
+    before = digest(path)
+    line = one_error_line(invoke("train", "--resume", path, "--data-dir", data_dir, "--device", "cpu"), 1, "resumed")
+    assert line.startswith("error: checkpoint cannot be resumed: its training state is incomplete")
+    assert digest(path) == before
+    assert invoke("eval", path, "--data-dir", data_dir, "--device", "cpu").exit_code == 0

@@ -3,6 +3,7 @@
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,23 +114,40 @@ def test_predict_on_photos_of_test_digits_agrees_with_the_originals(mnist_model,
         assert g["top3"][0]["p"] >= g["top3"][1]["p"] >= g["top3"][2]["p"]
 
 
-def test_predict_reports_bad_files_and_still_predicts_the_rest(data_dir, tmp_path):
+def test_predict_refuses_each_bad_file_in_one_line_and_reads_the_rest(data_dir, tmp_path, monkeypatch):
+    """Every kind of file that is no digit, each told in one line in the order given; the digits among them are
+    read, in a table (a path that looks like rich markup printed as it is) and as JSON."""
+    from conftest import bomb
+
     out = tmp_path / "run"
     train(make_config(epochs=1, max_batches=2), data_dir=data_dir, out_dir=out, device="cpu")
-    good = tmp_path / "seven.png"
-    write_png(photo(seven())[None], str(good))
-    text = tmp_path / "notes.png"
-    text.write_text("not an image")
-    blank = tmp_path / "blank.png"
-    write_png(torch.full((1, 50, 50), 255, dtype=torch.uint8), str(blank))
-    result = invoke("predict", out, good, text, blank, tmp_path / "missing.png")
-    assert result.exit_code == 1
-    errors = result.stderr.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
-    assert "not a readable PNG or JPEG" in errors[0] and "blank" in errors[1] and "no such file" in errors[2]
-    assert len([line for line in result.stdout.splitlines() if "%" in line]) == 1  # one table row: the 7
-    assert "Traceback" not in result.output
-    assert text.read_text() == "not an image"
+    monkeypatch.chdir(tmp_path)  # short relative paths: each stays on one line of the table
+    write_png(photo(seven())[None], "seven.png")
+    write_png(photo(seven())[None], "[red]seven.png")
+    Path("notes.png").write_text("not an image")
+    write_png(torch.full((1, 50, 50), 255, dtype=torch.uint8), "blank.png")
+    whole = Path("seven.png").read_bytes()
+    Path("truncated.png").write_bytes(whole[: len(whole) // 2])
+    bomb(tmp_path / "bomb.png")
+    files = ["seven.png", "notes.png", "blank.png", "missing.png", "[red]seven.png", "truncated.png", "bomb.png"]
+    before = {name: Path(name).read_bytes() for name in files if Path(name).exists()}
+    for words in ([], ["--json"]):
+        result = invoke("predict", out, *files, "--device", "cpu", *words)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.stderr.strip().splitlines() == [
+            "error: notes.png: not a readable PNG or JPEG (truncated, corrupt or another format)",
+            "error: blank.png: no ink found: the image is blank",
+            "error: missing.png: no such file",
+            "error: truncated.png: not a readable PNG or JPEG (truncated, corrupt or another format)",
+            "error: bomb.png: 20,000 x 20,000 pixels (400 MP) is over the limit of 50 MP for a photo of a digit; "
+            "not decoded",
+        ]
+        if words:
+            assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == ["seven.png", "[red]seven.png"]
+        else:
+            rows = [line for line in result.stdout.splitlines() if "%" in line]
+            assert len(rows) == 2 and "seven.png" in rows[0] and "[red]seven.png" in rows[1]
+    assert {name: Path(name).read_bytes() for name in before} == before
 
 
 def test_errors_grid_matches_the_printed_list(data_dir, tmp_path):
@@ -157,15 +175,42 @@ def test_errors_grid_matches_the_printed_list(data_dir, tmp_path):
     assert invoke("eval", out, "--data-dir", data_dir, "--errors", tmp_path / "e.txt").exit_code == 2
 
 
-def test_curves_png_is_written_after_training(data_dir, tmp_path):
+# matplotlib's first colours: the train loss, the test loss, and the accuracy
+LINES = {"train loss": (31, 119, 180), "test loss": (255, 127, 14), "accuracy": (44, 160, 44)}
+
+
+def pixels_of(image: torch.Tensor, colour: tuple[int, int, int]) -> torch.Tensor:
+    """(H, W) True where the RGB(A) image has this colour, give or take antialiasing's nearest shades."""
+    return (image[:3].int() - torch.tensor(colour)[:, None, None]).abs().amax(0) <= 12
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_curves_png_draws_every_epoch_of_each_curve_on_whole_epochs(epochs, data_dir, tmp_path):
+    """Each curve's colour where its panel is, for a run of one epoch too, at whatever accuracy it reached."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "run"
-    result = invoke("train", "--epochs", 2, "--max-batches", 2, "--data-dir", data_dir, "--out", out, "--device", "cpu")
+    result = invoke("train", "--epochs", epochs, "--max-batches", 2, "--data-dir", data_dir, "--out", out,
+                    "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert f"curves: {out / 'curves.png'}" in result.stdout and "test accuracy by epoch:" in result.stdout
     image = decode_image(str(out / "curves.png"))
-    assert image.shape[1] > 200 and image.shape[2] > 400
-    assert f"curves: {out / 'curves.png'}" in result.stdout
-    assert "test accuracy by epoch:" in result.stdout
+    width = image.shape[2]
+    for name, colour in LINES.items():
+        where = pixels_of(image, colour).nonzero()
+        assert len(where) > 20 * epochs, f"{name}: {len(where)} pixels"  # a marker per epoch, and the lines
+        left, right = where[:, 1].min().item(), where[:, 1].max().item()
+        assert (right < width / 2) if "loss" in name else (left > width / 2), name  # in its own panel
+        if epochs > 1:  # a curve across the epochs, wider than its legend's sample of it
+            assert right - left > width / 5, f"{name}: {right - left} pixels wide"
+
+
+def test_the_accuracy_axis_fits_the_run():
+    from mnist20k.plots import accuracy_range
+
+    low, high = accuracy_range([81.8])
+    assert low < 81.8 < high
+    low, high = accuracy_range([97.1, 99.5, 99.6])
+    assert low < 97.1 and 99.6 < high <= 100.0
 
 
 def test_without_matplotlib_the_picture_is_skipped_with_a_hint(data_dir, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import make_mnist_dir, one_error_line
+from conftest import FAILS_IN_TRAINING, children_of, make_mnist_dir, one_error_line
 from typer.testing import CliRunner
 
 from mnist20k.cli import app
@@ -45,8 +45,6 @@ def test_two_workers_share_a_journal_study_and_end_with_exactly_its_trials(data,
     assert result.exit_code == 0, result.output
     trials = study_trials(out)
     assert len(trials) == 5 and all(t.user_attrs["outcome"] in ("complete", "pruned") for t in trials)
-    workers = {t.user_attrs["mnist20k.worker"] for t in trials}
-    assert len(workers) == 2, workers  # both workers took trials
     record = json.loads((out / "tune.json").read_text())
     assert record["finished"] == 5 and len(record["trials"]) == 5
     threads = os.environ.get("OMP_NUM_THREADS") or max(1, os.cpu_count() // 2)  # the two workers share the cores
@@ -161,10 +159,10 @@ def wait_for(path: Path) -> None:
         time.sleep(0.2)
 
 
-def test_sigterm_mid_study_then_the_same_command_reaches_its_trials(data, tmp_path):
+def test_sigterm_mid_study_then_the_same_command_reaches_its_trials(data, tmp_path, spawn):
     out = tmp_path / "study"
     command = tune_command(data, out, trials=4)
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(out / "trial-0001" / "metrics.jsonl")  # trial 0 is done and trial 1 has trained an epoch
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
@@ -182,17 +180,18 @@ def test_sigterm_mid_study_then_the_same_command_reaches_its_trials(data, tmp_pa
     assert all(t.params == trials[t.user_attrs["retry_of"]].params for t in retried)
 
 
-def test_a_worker_killed_outright_leaves_a_trial_that_the_next_run_retries(data, tmp_path):
+def test_a_worker_killed_outright_leaves_a_trial_that_the_next_run_retries(data, tmp_path, spawn):
     """SIGKILL gives a worker no chance to say anything: the next run finds the trial RUNNING under a dead
     process of this machine, fails it and queues its values again."""
     out = tmp_path / "study"
     command = tune_command(data, out, trials=2)
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    child = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(out / "trial-0000" / "metrics.jsonl")
-    # The worker runs in a session of its own (Ctrl-C reaches the parent alone): kill both outright.
-    subprocess.run(["pkill", "-KILL", "-f", f"mnist20k.tune .*{out}"], check=True)
+    # The worker is the parent's child, in a session of its own (Ctrl-C reaches the parent alone): kill both.
+    (worker,) = children_of(child.pid)
+    os.kill(worker, signal.SIGKILL)
     child.kill()
-    child.wait()
+    child.wait(timeout=60)
     time.sleep(0.5)
     running = [t for t in study_trials(out) if t.state is optuna.trial.TrialState.RUNNING]
     assert [t.number for t in running] == [0]
@@ -216,6 +215,12 @@ BAD = {
     "a fixed setting searched": (["--search", "epochs=2,3"], "epochs is fixed for a study"),
     "no validation images": (["--search", "lr=0.1,0.2", "--val", "0"], "--val must be between 1 and 59,000"),
     "too many validation images": (["--search", "lr=0.1,0.2", "--val", "59001"], "--val must be between 1"),
+    "a value the network cannot take": (
+        ["--search", "arg.widths=abc"],
+        "micro cannot be built with --arg widths='abc'",
+    ),
+    "a search key given twice": (["--search", "lr=0.1,0.2", "--search", "lr=0.3:0.4"], "--search lr is given twice"),
+    "the seed of a single run": (["--search", "lr=0.1,0.2", "--seed", "3"], "write --seeds 3"),
 }
 
 
@@ -232,7 +237,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(data, tmp_path, case):
 def test_without_optuna_tune_says_what_to_install(tmp_path):
     hide = "import sys; sys.modules['optuna'] = None; from mnist20k.cli import main; main()"
     done = subprocess.run([sys.executable, "-c", hide, "tune", "--search", "lr=0.1,0.2", "--out", str(tmp_path / "s")],
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and done.stderr == "error: tune needs Optuna: pip install 'mnist20k[tune]'\n"
     assert not (tmp_path / "s").exists()
 
@@ -267,13 +272,13 @@ def postgres_url() -> str:
     return url
 
 
-def test_two_workers_share_one_study_through_postgresql(data, tmp_path, postgres_url):
+def test_two_workers_share_one_study_through_postgresql(data, tmp_path, postgres_url, spawn):
     """Two machines, as two folders: the same command on each, one study in the database, trials counted once."""
     name = f"test-{os.getpid()}-{time.time_ns()}"
     words = ["--search", "lr=0.02:0.2:log", "--trials", "4", "--storage", postgres_url, "--study", name]
     command = [sys.executable, "-m", "mnist20k", "tune", "--data-dir", str(data), *SMALL, *words]
-    machines = [subprocess.Popen([*command, "--out", str(tmp_path / f"machine-{i}")], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+    machines = [spawn([*command, "--out", tmp_path / f"machine-{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True) for i in range(2)]  # fmt: skip
     for machine in machines:
         _, stderr = machine.communicate(timeout=300)
         assert machine.returncode == 0, stderr
@@ -284,3 +289,72 @@ def test_two_workers_share_one_study_through_postgresql(data, tmp_path, postgres
     assert folders == {f"trial-{n:04d}" for n in range(4)}  # each trial trained once, on one of the two
     assert len({t.user_attrs["mnist20k.worker"] for t in trials}) == 2
     optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_aggregate_min_judges_a_trial_by_its_lowest_seed(data, tmp_path):
+    out = tmp_path / "study"
+    result = tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2", "--seeds", "1-2", "--aggregate", "min",
+                  "--pruner", "none")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for t in study_trials(out):
+        values = t.user_attrs["seed_values"]
+        assert len(values) == 2 and t.value == min(values)
+        for k, seed in enumerate((1, 2)):
+            metrics = (out / t.user_attrs["folder"] / f"seed-{seed}" / "metrics.jsonl").read_text().splitlines()
+            assert json.loads(metrics[-1])["val_accuracy"] == values[k]
+            assert (
+                json.loads((out / t.user_attrs["folder"] / f"seed-{seed}" / "config.json").read_text())["seed"] == seed
+            )
+    assert f"(seeds {values[0]:.2f} {values[1]:.2f})" in result.stdout
+
+
+def test_hyperband_prunes_and_none_trains_every_trial_to_the_end(data, tmp_path):
+    words = ["--search", "lr=1e-6:0.3:log", "--trials", "7", "--sampler-seed", "0", "--epochs", "4"]
+    assert tune(data, tmp_path / "hyperband", *words, "--pruner", "hyperband").exit_code == 0
+    pruned = [t for t in study_trials(tmp_path / "hyperband") if t.user_attrs["outcome"] == "pruned"]
+    assert pruned and all(len(t.intermediate_values) < 4 for t in pruned)
+    assert tune(data, tmp_path / "none", *words, "--pruner", "none").exit_code == 0
+    trials = study_trials(tmp_path / "none")
+    assert {t.user_attrs["outcome"] for t in trials} == {"complete"}
+    assert all(len(t.intermediate_values) == 4 for t in trials)
+
+
+def test_the_sampler_seed_picks_the_same_values_again(data, tmp_path):
+    words = ["--search", "lr=0.02:0.2:log", "--search", "batch-size=32:96", "--trials", "1", "--max-batches", "1"]
+    params = []
+    for name in ("a", "b", "c"):
+        seed = ["--sampler-seed", "5"] if name != "c" else ["--sampler-seed", "6"]
+        assert tune(data, tmp_path / name, *words, *seed).exit_code == 0
+        params.append([t.params for t in study_trials(tmp_path / name)])
+    assert params[0] == params[1] != params[2]
+    # an integer range gives whole numbers within it, and the runs train with them
+    for t in study_trials(tmp_path / "a"):
+        size = t.params["batch_size"]
+        assert isinstance(size, int) and 32 <= size <= 96
+        assert json.loads((tmp_path / "a" / t.user_attrs["folder"] / "config.json").read_text())["batch_size"] == size
+
+
+@pytest.mark.parametrize("how", ["diverged", "failed"])
+def test_a_study_where_no_trial_completes_exits_1_and_says_why(how, data, tmp_path):
+    out = tmp_path / "study"
+    if how == "diverged":
+        words = ["--search", "lr=1e20,1e30"]
+        said = "training diverged at epoch 1"
+    else:
+        (tmp_path / "fails.py").write_text(FAILS_IN_TRAINING)
+        words = ["--model", f"{tmp_path / 'fails.py'}:Net", "--search", "lr=0.05,0.1"]
+        said = "AssertionError: no training"
+    result = tune(data, out, *words, "--trials", "2", "--sampler-seed", "0")
+    line = one_error_line(result, 1, "no trial of the study completed")
+    assert line.startswith(f"error: no trial of the study completed (2 {how}); trial 0: ") and said in line
+    assert line.endswith(f"see {out / 'tune.json'}")
+    assert {t.user_attrs["outcome"] for t in study_trials(out)} == {how}
+    assert json.loads((out / "tune.json").read_text())["confirm"] is None
+
+
+def test_a_password_in_storage_is_in_no_message(data, tmp_path):
+    out = tmp_path / "study"
+    url = "postgresql+psycopg://someone:s3cret-w0rd@127.0.0.1:9/none"  # nothing listens on port 9
+    result = tune(data, out, "--search", "lr=0.05,0.1", "--storage", url, "--study", "s")
+    line = one_error_line(result, 1, "cannot open --storage")
+    assert "s3cret-w0rd" not in result.output and "someone:***@127.0.0.1:9" in line

@@ -49,17 +49,18 @@ class _Commands(TyperGroup):
 def _warnings_as_lines():
     """mnist20k's own warnings as one `warning:` (or, for an old name, `note:`) line each on stderr; others as
     Python prints them."""
-    from mnist20k.errors import Renamed, SourceChanged
+    from mnist20k.errors import NotApplied, Renamed, SourceChanged
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", SourceChanged)
+        warnings.simplefilter("always", NotApplied)
         warnings.simplefilter("once", Renamed)
         python_shows = warnings.showwarning
 
         def show(message, category, *args, **kwargs):
             if issubclass(category, Renamed):
                 typer.echo(f"note: {message}", err=True)
-            elif issubclass(category, SourceChanged):
+            elif issubclass(category, SourceChanged | NotApplied):
                 typer.echo(f"warning: {message}", err=True)
             else:
                 python_shows(message, category, *args, **kwargs)

@@ -24,7 +24,9 @@ def evaluate(
     errors: Annotated[
         Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
     ] = None,
-    errors_limit: Annotated[int, typer.Option(min=1, help="At most this many tiles in --errors.")] = 100,
+    errors_limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many tiles in --errors. (default: 100)", show_default=False)
+    ] = None,
     model: ModelRef = None,
     arg: NetworkArgs = None,
 ) -> None:
@@ -32,14 +34,20 @@ def evaluate(
     from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
     from mnist20k.render import print_mistakes, print_score
 
+    if errors is None and errors_limit is not None:
+        raise UsageError("--errors-limit sets how many tiles --errors draws: give --errors FILE.png too")
     if errors is not None and errors.suffix.lower() != ".png":
         raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
     network, images, labels = load_for_eval(checkpoint, data_dir, device, model, parse_network_args(arg))
+    if errors is not None:
+        from mnist20k.files import check_writable
+
+        check_writable(errors)  # before the test set is scored
     log_probs = predict_log_probs(network, images, batch_size)  # one pass serves the score and --errors
     score = score_log_probs(log_probs, labels)
     mistakes = []
     if errors is not None:
-        mistakes = find_mistakes(log_probs, labels, errors_limit)
+        mistakes = find_mistakes(log_probs, labels, errors_limit or 100)
         if mistakes:
             save_mistake_grid(images, mistakes, errors)
     if json_output:
@@ -141,6 +149,9 @@ def export_network(
     """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
     from mnist20k.export import TOLERANCE, export
     from mnist20k.render import say
+
+    if not verify and data_dir is not None:
+        raise UsageError("--data-dir holds the test images --verify checks the export on; with --no-verify drop it")
 
     path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model,
                            args=parse_network_args(arg))  # fmt: skip

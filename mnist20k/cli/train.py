@@ -55,6 +55,10 @@ def train(
         if given:
             flags = ", ".join(flag(k) for k in given)
             raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+        if overwrite and out is None:
+            raise UsageError(
+                "--resume continues the run in its own folder, which --overwrite would not replace: drop it"
+            )
         config, model, out = None, model, out or find_checkpoint(resume).parent
     else:
         config, model = config_for_run(recipe and recipe.value, config_file, overrides), None

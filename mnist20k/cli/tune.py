@@ -93,3 +93,16 @@ def tune(
         typer.echo(json.dumps({k: record[k] for k in keys}))
     else:
         view.finish(record)
+    if record["confirm"] is None:
+        raise Mnist20kError(no_trial_completed(record, out))
+
+
+def no_trial_completed(record: dict, out: Path) -> str:
+    """Why a study has nothing to confirm: how its trials ended, and the first failure's own words."""
+    from collections import Counter
+
+    ended = Counter(t["outcome"] for t in record["trials"])
+    how = ", ".join(f"{n} {outcome}" for outcome, n in ended.items())
+    failed = next((t for t in record["trials"] if t["message"]), None)
+    said = f"; trial {failed['number']}: {failed['message']}" if failed else ""
+    return f"no trial of the study completed ({how}){said}; see {out / 'tune.json'}"

@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 
 from mnist20k.config import TrainConfig, flag, make_config, parse_setting, setting_name
-from mnist20k.errors import UsageError
+from mnist20k.errors import OutputError, UsageError
 
 SWEEP_FILE = "sweep.json"
 
@@ -150,7 +150,7 @@ def check_folder(out: Path, same: dict, overwrite: bool) -> None:
     """A sweep folder is new, empty, or holds this same sweep; anything else only with --overwrite."""
     record = out / SWEEP_FILE
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+        raise OutputError(f"cannot write to {out}: it is a file, not a folder")
     if overwrite or not out.exists():
         return
     if record.is_file():
@@ -187,6 +187,8 @@ def prepare(
 ) -> Sweep:
     """A sweep from its command's words (--set pairs, --seeds texts), checked: its runs, its folder (new, or
     holding this same sweep) and what the runs need (their networks build, the data is there)."""
+    if overrides.get("seed") is not None:
+        raise UsageError(f"sweep trains the seeds of --seeds; write --seeds {overrides['seed']}")
     if not 0 < target <= 100:
         raise UsageError(f"--target is a percentage in (0, 100], got {target}")
     values = parse_grid(grid, overrides)

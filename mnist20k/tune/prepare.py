@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mnist20k.config import MAX_VAL, TrainConfig, make_config, validate
-from mnist20k.errors import UsageError
+from mnist20k.errors import Mnist20kError, OutputError, UsageError
 from mnist20k.sweep.plan import parse_seeds
-from mnist20k.tune.space import Dimension, parse_search
+from mnist20k.tune.space import Dimension, parse_search, split_params
 from mnist20k.tune.study import JOURNAL, PRUNERS
 from mnist20k.tune.worker import WorkerSpec
 
@@ -67,20 +67,24 @@ def prepare(
     sampler_seed: int | None = None,
 ) -> Tune:
     from mnist20k.data import load_split
-    from mnist20k.networks import constructor, network_for
+    from mnist20k.networks import network_for
 
     if aggregate not in AGGREGATES or pruner not in PRUNERS:  # typer's choices make these unreachable from the CLI
         raise UsageError(f"--aggregate is one of {', '.join(AGGREGATES)}; --pruner one of {', '.join(PRUNERS)}")
+    if overrides.get("seed") is not None:
+        raise UsageError("tune trains each trial on the seeds of --seeds; write --seeds " + str(overrides["seed"]))
+    if aggregate == "min" and len(parse_seeds(seeds)) == 1:
+        raise UsageError(
+            "--aggregate min judges a trial by the lowest of its --seeds: give two or more, e.g. --seeds 1-2"
+        )
     val = overrides.get("val")
     if val is not None and not 1 <= val <= MAX_VAL:
         raise UsageError(f"--val must be between 1 and {MAX_VAL:,} for tune: trials are judged on held-out images")
     config = make_config(recipe, **{**overrides, "val": val or DEFAULT_VAL})
     space = parse_search(search)
     network = network_for(config.model, config.args, config.dropout)  # the fixed network builds, before data
-    # your own code is imported once: its constructor checks every searched argument
-    factory = network.source.factory if network.source is not None else constructor(config.model)
     for dim in space:
-        check_dimension(dim, config, factory)
+        check_dimension(dim, config, network)
     check_folder(out, overwrite)
     load_split(data_dir, train=True)  # the training file only: the test files are never opened
     spec = WorkerSpec(
@@ -92,26 +96,29 @@ def prepare(
     return Tune(spec, space, config, jobs, overwrite)
 
 
-def check_dimension(dim: Dimension, config: TrainConfig, factory) -> None:
-    """Each end of a range, and each choice, is a value a run can take: refused here, not in trial 17."""
+def check_dimension(dim: Dimension, config: TrainConfig, network) -> None:
+    """Each end of a range, and each choice, is a value a run can take: refused here, not in trial 17. A network
+    argument's value is built with, as `--arg` would be (your own code is not imported again for it)."""
+    from mnist20k.networks import make_network, network_for
+
     values = dim.choices or (dim.low, dim.high)
     try:
-        if dim.is_arg:
-            from mnist20k.networks import check_args
-
-            for value in values:
-                check_args(config.model, factory, {**config.args, dim.name: value}, required=False)
-        else:
-            for value in values:
+        for value in values:
+            args = {**config.args, **split_params({dim.key: value})[1]}
+            if not dim.is_arg:
                 validate(replace(config, **{dim.name: value}))
-    except UsageError as e:
+            elif network.source is not None:
+                make_network(config.model, args, network.source)
+            else:
+                network_for(config.model, args, config.dropout)
+    except Mnist20kError as e:
         raise UsageError(f"--search {dim.key}={dim.spec()}: {e}") from None
 
 
 def check_folder(out: Path, overwrite: bool) -> None:
     """A study folder is new, empty, or a study's (its journal or tune.json); anything else is refused."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+        raise OutputError(f"cannot write to {out}: it is a file, not a folder")
     if not out.exists() or overwrite:
         return
     if any(out.iterdir()) and not ((out / JOURNAL).exists() or (out / TUNE_FILE).exists()):

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from mnist20k import __version__
 from mnist20k.config import SETTINGS, flag, make_config
+from mnist20k.errors import OutputError
 from mnist20k.files import write_file
 from mnist20k.sweep.record import device_name
 from mnist20k.tune.prepare import TUNE_FILE, Tune
@@ -145,5 +146,8 @@ def save_plot(study: optuna.Study, path) -> bool:
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
-    write_file(path, out.getvalue())
+    try:
+        write_file(path, out.getvalue())
+    except OutputError as e:
+        raise OutputError(f"{e}; tune.json and the study itself are saved") from None
     return True
