@@ -3,10 +3,10 @@
     mnist20k summary --model examples/small_net.py:Net
     mnist20k train   --model examples/small_net.py:Net --epochs 15
 
-All mnist20k asks of this file: a class (or a function) that builds an nn.Module when called with no
-arguments, whose forward() takes a batch of normalized images, (B, 1, 28, 28), and returns one score
-per digit, (B, 10): logits or log-probabilities, either works. The file may import anything, a module
-of your own beside it included.
+All mnist20k asks of this file: a class (or a function) that builds an nn.Module when called with the
+keyword arguments given by `--arg NAME=VALUE` (this one takes none), whose forward()
+takes a batch of normalized images, (B, 1, 28, 28), and returns one score per digit, (B, 10): logits or
+log-probabilities, either works. The file may import anything, a module of your own beside it included.
 """
 
 from torch import nn

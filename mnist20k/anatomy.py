@@ -36,6 +36,7 @@ class Anatomy:
     linear: list[str]  # fully connected layers
     field: ReceptiveField | None  # None: no spatial feature map past the input, or not measurable
     field_note: str = ""  # why there is no field
+    pooled: str = ""  # global pooling done in forward() rather than by a layer: "16×6×6 map to 16 values"
 
 
 def inspect_network(model: nn.Module) -> Anatomy:
@@ -45,7 +46,7 @@ def inspect_network(model: nn.Module) -> Anatomy:
     for name, m in modules.items():
         if isinstance(m, AVERAGE_POOLS):
             gap.append(name)  # narrowed to those that pool to 1x1 once the field's pass has seen shapes
-    field, note, shapes = _measure(model)
+    field, note, shapes, pooled = _measure(model)
     gap = [name for name in gap if shapes.get(name, (0, 0))[-2:] == (1, 1)]
     return Anatomy(
         batchnorm=sum(isinstance(m, BATCHNORMS) for m in modules.values()),
@@ -54,15 +55,16 @@ def inspect_network(model: nn.Module) -> Anatomy:
         linear=[name for name, m in modules.items() if isinstance(m, nn.Linear)],
         field=field,
         field_note=note,
+        pooled=pooled,
     )
 
 
-def _measure(model: nn.Module) -> tuple[ReceptiveField | None, str, dict[str, tuple[int, ...]]]:
+def _measure(model: nn.Module) -> tuple[ReceptiveField | None, str, dict[str, tuple[int, ...]], str]:
     try:
         return _field_and_shapes(model)
     except Exception as e:  # a network that will not run in float64 on the CPU: the table still prints
         first = str(e).splitlines()[0] if str(e) else ""
-        return None, f"not measured ({type(e).__name__}: {first})", {}
+        return None, f"not measured ({type(e).__name__}: {first})", {}, ""
 
 
 def _field_and_shapes(model: nn.Module):
@@ -73,15 +75,16 @@ def _field_and_shapes(model: nn.Module):
     user's network is left as it was."""
     net = copy.deepcopy(model).to("cpu", torch.float64).eval()
     seen: list[tuple[str, torch.Tensor]] = []
-    hooks = [
-        m.register_forward_hook(lambda _m, _in, out, name=name: seen.append((name, out)))
-        for name, m in net.named_modules()
-        if name  # the network itself: its output is the scores
-    ]
+    taken: list[tuple[int, tuple[int, ...]]] = []  # (outputs seen before, shape) of each layer's input
+    hooks = []
+    for name, m in net.named_modules():
+        if name:  # the network itself: its output is the scores
+            hooks.append(m.register_forward_hook(lambda _m, _in, out, name=name: seen.append((name, out))))
+            hooks.append(m.register_forward_pre_hook(lambda _m, args: taken.append((len(seen), _shape(args)))))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(PROBES, 1, 28, 28, dtype=torch.float64, generator=gen, requires_grad=True)
     try:
-        net(x)
+        scores = net(x)
     finally:
         for hook in hooks:
             hook.remove()
@@ -96,16 +99,38 @@ def _field_and_shapes(model: nn.Module):
         and out.requires_grad
     ]
     if not maps:
-        return None, "no spatial feature map: every layer's output already sees the whole image", shapes
+        return None, "no spatial feature map: every layer's output already sees the whole image", shapes, ""
     name, fmap = maps[-1]  # hooks fire as modules finish: a block's own hook comes after its layers'
     h, w = fmap.shape[2:]
+    pooled = _pooled_in_forward(fmap, [s for after, s in taken if after >= _last_index(seen, fmap)], scores)
     (grad,) = torch.autograd.grad(fmap[:, :, (h - 1) // 2, (w - 1) // 2].sum(), x)
     seen_pixels = grad.abs().sum(dim=(0, 1)) > 0  # (28, 28)
     if not seen_pixels.any():
-        return None, "not measured: no gradient reached the input", shapes
+        return None, "not measured: no gradient reached the input", shapes, pooled
     rows = seen_pixels.any(1).nonzero().flatten()
     cols = seen_pixels.any(0).nonzero().flatten()
     top, bottom, left, right = rows[0].item(), rows[-1].item(), cols[0].item(), cols[-1].item()
     clipped = top == 0 or left == 0 or bottom == 27 or right == 27
     field = ReceptiveField(name, (h, w), (bottom - top + 1, right - left + 1), clipped)
-    return field, "", shapes
+    return field, "", shapes, pooled
+
+
+def _shape(args: tuple) -> tuple[int, ...]:
+    return tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else ()
+
+
+def _last_index(seen: list[tuple[str, torch.Tensor]], fmap: torch.Tensor) -> int:
+    """How many outputs had been seen once `fmap` was: inputs taken after that come after the map."""
+    return max(i + 1 for i, (_, out) in enumerate(seen) if out is fmap)
+
+
+def _pooled_in_forward(fmap: torch.Tensor, later: list[tuple[int, ...]], scores) -> str:
+    """Global pooling that no layer does: after the last spatial map (B, C, H, W), a layer takes C values an
+    image, or the network returns them as its scores (`F.adaptive_avg_pool2d(x, 1)` or `x.mean((2, 3))` in
+    forward()). Seen from the shapes alone, so whether it averages or takes the maximum is not told."""
+    b, c, h, w = fmap.shape
+    pooled = [(b, c), (b, c, 1, 1)]
+    final = tuple(scores.shape) if isinstance(scores, torch.Tensor) else ()
+    if any(shape in pooled for shape in later) or (not later and final == (b, c)):
+        return f"global pooling in forward() ({c}×{h}×{w} map to {c} values)"
+    return ""

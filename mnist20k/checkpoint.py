@@ -96,5 +96,5 @@ def load_model(path: Path | str, device: torch.device, model: str | None = None,
     training used; `model` is the reference of a network of the user's own, `args` replace its arguments."""
     from mnist20k.networks import network_from_checkpoint
 
-    network = network_from_checkpoint(load_checkpoint(path), model, args).module
+    network = network_from_checkpoint(load_checkpoint(path), model, args, where=str(path)).module
     return network.to(device, memory_format=torch.channels_last)

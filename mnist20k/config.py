@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -218,7 +219,9 @@ def setting_name(key: str) -> str:
     """A setting as the user may spell it, batch-size or batch_size, as TrainConfig names it; or UsageError."""
     name = key.strip().replace("-", "_")
     if name not in SETTINGS:
-        raise UsageError(f"unknown setting {key!r}; see mnist20k train --help")
+        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        guess = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
+        raise UsageError(f"unknown setting {key!r}{guess}; see mnist20k train --help")
     return name
 
 

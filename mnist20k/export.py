@@ -199,11 +199,11 @@ def export(
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
     check_writable(path)
     ckpt = load_checkpoint(source)
-    network = inference_network(network_from_checkpoint(ckpt, model, args).module)
+    network = inference_network(network_from_checkpoint(ckpt, model, args, where=str(checkpoint)).module)
     data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
     verified = None
     if check:
-        trained = network_from_checkpoint(ckpt, model, args).module
+        trained = network_from_checkpoint(ckpt, model, args, where=str(checkpoint)).module
         verified = verify(trained, data, fmt, *load_split(data_dir, train=False))
     write_file(path, data)
     return path, verified

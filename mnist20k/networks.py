@@ -69,13 +69,16 @@ def network_for(model: str, args: dict, dropout: float) -> Network:
     return make_network(model, args if is_reference(model) else {"dropout": dropout, **args})
 
 
-def network_from_checkpoint(ckpt: dict, model: str | None = None, args: dict | None = None) -> Network:
-    """The network a checkpoint records, with its weights loaded.
+def network_from_checkpoint(
+    ckpt: dict, model: str | None = None, args: dict | None = None, where: str = "the checkpoint"
+) -> Network:
+    """The network a checkpoint records, with its weights loaded; `where` names the checkpoint in messages.
 
     A built-in is rebuilt from its recorded name and arguments. A network of the user's own is rebuilt only
     from the reference `model` given now, never from the checkpoint's record: importing code is the user's
-    decision. Its recorded arguments are plain values and are used unless `args` replaces them. A source file
-    that changed since training gets a SourceChanged warning; weights that do not fit are refused either way.
+    decision. Its recorded arguments are plain values and are used unless `args` replaces them. The same source
+    file with other content gets a SourceChanged warning; weights that do not fit are refused either way, with
+    what the checkpoint holds and what was asked for.
     """
     spec = ckpt["model"]
     theirs = isinstance(spec, dict) and isinstance(spec.get("ref"), str)
@@ -83,19 +86,18 @@ def network_from_checkpoint(ckpt: dict, model: str | None = None, args: dict | N
         raise CheckpointError(f"checkpoint names no model it can rebuild: its 'model' entry is {spec!r:.80}")
     if theirs and model is None:
         raise UsageError(
-            f"this checkpoint holds a network of your own: pass --model {spec['ref']} to load it "
+            f"{where} holds a network of your own: pass --model {spec['ref']} to load it "
             "(mnist20k imports code only from a reference you give)"
         )
     recorded = spec.get("args" if theirs else "kwargs", {})
+    same = _same_network(spec, model)
     if model is not None and is_reference(model):
         source = resolve(model)
-        if theirs and spec.get("sha256") not in (None, source.sha256):
+        if theirs and same and spec.get("sha256") not in (None, source.sha256):
             changed = f"{source.path} has changed since this checkpoint was saved; loading its weights into it as it is"
             warnings.warn(SourceChanged(changed), stacklevel=2)
         network = make_network(model, recorded if args is None and theirs else args, source)
-    elif model is not None and RENAMED["model"].get(model, model) != RENAMED["model"].get(
-        spec.get("name"), spec.get("name")
-    ):
+    elif not same:
         network = make_network(model, args)  # another built-in: its weights must fit, as checked below
     else:
         try:
@@ -107,10 +109,43 @@ def network_from_checkpoint(ckpt: dict, model: str | None = None, args: dict | N
     try:
         network.module.load_state_dict(ckpt["model_state"])
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
+        held = f"{where} holds {describe_record(spec, ckpt['model_state'])}"
+        if not same:
+            raise CheckpointError(f"{held}; --model {model} is another network") from None
         lines = [line.strip() for line in str(e).split("\n") if line.strip()]
         detail = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0] if lines else "")
-        raise CheckpointError(f"checkpoint weights do not fit the model ({network.name}): {detail[:200]}") from None
+        raise CheckpointError(f"{held}, and its weights do not fit {network.name} as asked: {detail[:160]}") from None
     return network
+
+
+def _same_network(spec: dict, model: str | None) -> bool:
+    """Whether `model`, given now, names the network the checkpoint recorded: the same built-in (old names
+    included), or code from the same file."""
+    if model is None:
+        return True
+    if "ref" in spec:
+        return is_reference(model) and _file_of(model) == spec.get("path")
+    return not is_reference(model) and RENAMED["model"].get(model, model) == RENAMED["model"].get(
+        spec["name"], spec["name"]
+    )
+
+
+def _file_of(ref: str) -> str | None:
+    """The file a `file.py:Name` reference names, resolved as refs.py resolves it; None for a module's."""
+    from pathlib import Path
+
+    where = ref.rpartition(":")[0]
+    return str(Path(where).resolve()) if where.endswith(".py") or "/" in where else None
+
+
+def describe_record(spec: dict, state: dict) -> str:
+    """What a checkpoint's model entry is: `dsnet.py:DSNet (4,570 parameters, width=20)`, `tiny (7,736 ...)`."""
+    # parameters are the state's tensors less BatchNorm's statistics, which are buffers
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    params = sum(t.numel() for k, t in state.items() if isinstance(t, torch.Tensor) and not k.endswith(buffers))
+    args = spec.get("args" if "ref" in spec else "kwargs") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in args.items() if not (k == "dropout" and not v))
+    return f"{spec.get('ref') or spec.get('name')} ({params:,} parameters{', ' + shown if shown else ''})"
 
 
 def takes(factory: Callable) -> tuple[set[str] | None, list[str]]:

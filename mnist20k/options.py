@@ -19,6 +19,7 @@ from mnist20k.config import (
     DEVICES,
     EXPORT_FORMATS,
     KINDS,
+    MODEL_DEFAULTS,
     RECIPES,
     RENAMED,
     SETTINGS,
@@ -34,13 +35,64 @@ def choices(name: str, values) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)
 
 
-Recipe = choices("Recipe", [*RECIPES, *RENAMED["recipe"]])  # old names are still taken, with a note
+# The panels of --help: an option's place, by what it is about
+NETWORK, RECIPE, AUGMENTATION, DEVICE, OUTPUT = "Network", "Recipe", "Augmentation", "Data and device", "Output"
+SETTING_PANELS = {
+    "model": NETWORK,
+    "rotate": AUGMENTATION,
+    "translate": AUGMENTATION,
+    "val": DEVICE,
+    "max_batches": DEVICE,
+    "amp": DEVICE,
+    "compile": DEVICE,
+    "cuda_graph": DEVICE,
+}  # every other setting: RECIPE
+
+
+def option(*decls: str, help: str, default: object = None, panel: str | None = None, flag: bool = False, **kw):
+    """typer.Option as every option here reads: its default told in its help as "(default: X)" (typer's own
+    "[default: X]" is off), a flag with no metavar, and its panel of --help."""
+    text = help if default is None else f"{help} (default: {default})"
+    if flag:
+        kw.setdefault("metavar", "")
+    return typer.Option(*decls, help=text, show_default=False, rich_help_panel=panel, **kw)
+
+
 Format = choices("Format", EXPORT_FORMATS)
+RECIPE_HELP = "Base settings: default; fast (6 epochs); original (the seed document's). Options override them."
 
 
-def setting_options() -> list[inspect.Parameter]:
-    """One keyword parameter per TrainConfig field, None unless given, its help from the field."""
-    default = RECIPES["default"]
+def _check_recipe(value: str | None) -> str | None:
+    """A recipe's name, its old name (with a note when used) included, though only the current ones are listed."""
+    if value is not None and value not in RECIPES and value not in RENAMED["recipe"]:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(r) for r in RECIPES)}")
+    return value
+
+
+Recipe = Annotated[
+    str | None,
+    option(
+        "--recipe", metavar="NAME", callback=_check_recipe, help=RECIPE_HELP, default="default", panel=RECIPE
+    ),  # fmt: skip
+]
+
+
+def _shown(value: object) -> str:
+    """A default as --help says it: on/off, a float in four significant digits (config.json keeps them all)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def default_text(name: str) -> str:
+    """A setting's default, and where a network brings its own: `20; tiny 15`, `0.05; tiny 0.08187, micro 0.1`."""
+    own = [f"{model} {_shown(values[name])}" for model, values in MODEL_DEFAULTS.items() if name in values]
+    return _shown(getattr(RECIPES["default"], name)) + (f"; {', '.join(own)}" if own else "")
+
+
+def setting_options(shown: dict[str, str] | None = None) -> list[inspect.Parameter]:
+    """One keyword parameter per TrainConfig field, None unless given, its help from the field; `shown` gives a
+    command's own default text of a setting (tune's --val)."""
     params = []
     for f in fields(TrainConfig):
         if f.name not in SETTINGS:
@@ -48,20 +100,27 @@ def setting_options() -> list[inspect.Parameter]:
         kind = choices(f.name.title(), CHOICES[f.name]) if f.name in CHOICES else KINDS[f.type]
         spelled = flag(f.name)
         decls = [f"{spelled}/--no-{spelled[2:]}"] if kind is bool else [spelled]
-        value = getattr(default, f.name)
-        shown = ("on" if value else "off") if kind is bool else value
-        option = typer.Option(*decls, help=f"{f.metadata['help']} (default: {shown})", show_default=False)
-        annotation = Annotated[kind | None, option]
+        text = (shown or {}).get(f.name) or default_text(f.name)
+        panel = SETTING_PANELS.get(f.name, RECIPE)
+        named = {"metavar": "NAME"} if f.name == "model" else {}
+        annotation = Annotated[
+            kind | None, option(*decls, help=f.metadata["help"], default=text, panel=panel, flag=kind is bool, **named)
+        ]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return params
 
 
-def with_settings(command):
-    """Give a typer command every training setting as an option, received in its **settings."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    command.__signature__ = signature.replace(parameters=[*own, *setting_options()])
-    return command
+def with_settings(command=None, *, shown: dict[str, str] | None = None):
+    """Give a typer command every training setting as an option, received in its **settings (`shown`: its own
+    default text of a setting)."""
+
+    def give(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = signature.replace(parameters=[*own, *setting_options(shown)])
+        return command
+
+    return give(command) if command is not None else give
 
 
 def plain(settings: dict) -> dict:
@@ -79,37 +138,58 @@ def _check_device(value: str) -> str:
 
 Device = Annotated[
     str,
-    typer.Option(
+    option(
         metavar="[" + "|".join(DEVICES) + "|cuda:N]",
         callback=_check_device,
         help="auto picks CUDA, then Apple's MPS, then the CPU.",
+        default="auto",
+        panel=DEVICE,
     ),
 ]
 
 
 ModelRef = Annotated[
     str | None,
-    typer.Option(
+    option(
         "--model",
         metavar="FILE.py:NAME",
         help="Your own network's code, when the checkpoint holds one: mnist20k imports code only when you name it.",
+        panel=NETWORK,
     ),
 ]
 
 
 NetworkArgs = Annotated[
     list[str] | None,
-    typer.Option(
+    option(
         "--arg",
         metavar="NAME=VALUE",
         help="A keyword argument of the network's constructor, a Python literal (widths=8,8,12,12); repeatable.",
+        panel=NETWORK,
     ),
 ]
 
 
-Checkpoint = Annotated[Path, typer.Argument(help="A checkpoint file or a run folder.")]
+Checkpoint = Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint file or a run folder.")]
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="Folder holding MNIST/raw/ (default: $MNIST20K_DATA_DIR, else ~/.cache/mnist20k)."),
+    option(
+        metavar="DIR",
+        help="Folder holding MNIST/raw/.",
+        default="$MNIST20K_DATA_DIR, else ~/.cache/mnist20k",
+        panel=DEVICE,
+    ),
 ]
+
+Json = Annotated[bool, option("--json", help="Print one JSON object instead of tables.", flag=True, panel=OUTPUT)]
+
+
+def out_option(help: str, default: str, metavar: str = "DIR", panel: str | None = OUTPUT):
+    """--out of a command: where its files go, and where they go when it is not given."""
+    return Annotated[Path | None, option(metavar=metavar, help=help, default=default, panel=panel)]
+
+
+def overwrite_option(help: str, panel: str | None = OUTPUT):
+    """--overwrite of a command: what it replaces, which without the flag is refused and left alone."""
+    return Annotated[bool, option("--overwrite", help=help, flag=True, panel=panel)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +15,24 @@ from mnist20k.config import TrainConfig
 from mnist20k.results import TARGET, accuracy, epoch_line, loop_seconds, split, time_to_target
 
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
+
+
+@contextlib.contextmanager
+def on_stderr(yes: bool = True):
+    """Within the block, everything drawn goes to stderr (when `yes`): with --json, stdout holds the JSON alone."""
+    if not yes:
+        yield
+        return
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = None  # rich's default: whatever sys.stdout is when it prints
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 run`, `4 runs`, `1 epoch`: a count and its noun, singular for one."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 def live_bar(label: str, unit: str) -> Progress:
@@ -51,7 +71,7 @@ def print_summary(name: str, args: dict, budget: int) -> bool:
         device="cpu",
         verbose=0,
     )
-    print(stats)  # plain print: torchinfo lays out its own fixed-width table
+    print(readable_units(str(stats)))  # plain print: torchinfo lays out its own fixed-width table
     anatomy = inspect_network(model)
     field = anatomy.field
     if field is None:
@@ -66,6 +86,7 @@ def print_summary(name: str, args: dict, budget: int) -> bool:
     total = count_params(model)
     ok = total <= budget
     head = [f"global average pooling ({', '.join(anatomy.gap)})"] if anatomy.gap else []
+    head += [anatomy.pooled] if anatomy.pooled and not anatomy.gap else []
     head += [f"fully connected ({', '.join(anatomy.linear)})"] if anatomy.linear else []
     say("Checklist (the challenge's usual rules; only the parameter budget sets the exit code):")
     _check(anatomy.batchnorm > 0, "BatchNorm", f"{anatomy.batchnorm} layers" if anatomy.batchnorm else "none")
@@ -75,6 +96,18 @@ def print_summary(name: str, args: dict, budget: int) -> bool:
     _check(ok, "parameters", f"{total:,} / {budget:,}")
     say(f"Budget: {total:,} / {budget:,} parameters ({verdict})", style="green" if ok else "bold red")
     return ok
+
+
+# torchinfo names the unit of its mult-add count by its enum ("Total mult-adds (Units.MEGABYTES)") on the Pythons
+# whose Enum str() gives the member's name: the count is of operations, in millions or billions.
+UNITS = {"Units.NONE": "", "Units.KILOBYTES": "k", "Units.MEGABYTES": "M", "Units.GIGABYTES": "G"}
+
+
+def readable_units(table: str) -> str:
+    """torchinfo's table with its mult-add unit as a word: `Total mult-adds (M): 4.07`."""
+    for enum, unit in UNITS.items():
+        table = table.replace(f"({enum})", f"({unit})" if unit else "")
+    return table
 
 
 def _check(ok: bool, rule: str, detail: str) -> None:
@@ -120,9 +153,11 @@ class TrainView:
         if params is not None:
             over = "within" if params <= PARAM_BUDGET else "OVER"
             size = f" ({params:,} parameters, {over} the {PARAM_BUDGET:,} budget)"
+        # the lr rounded for people; config.json keeps every digit
+        short = f", at most {plural(c.max_batches, 'batch', 'batches')} an epoch" if c.max_batches else ""
         say(
-            f"{verb} {c.model}{size} for {c.epochs} epochs (batch {c.batch_size}, lr {c.lr}, {c.schedule}, "
-            f"seed {c.seed}) -> {self.out}"
+            f"{verb} {c.model}{size} for {plural(c.epochs, 'epoch')} (batch {c.batch_size}, lr {c.lr:.4g}, "
+            f"{c.schedule}, seed {c.seed}{short}) -> {self.out}"
         )
         self.progress.start()
 
@@ -204,16 +239,14 @@ def sparkline(values: list[float]) -> str:
     return "".join(blocks[round((v - lo) / span * (len(blocks) - 1))] for v in values)
 
 
-def print_mistakes(mistakes: list, path: Path) -> None:
+def print_mistakes(mistakes: list, path: Path, shown: int = 5) -> None:
+    """A line for the picture, the point of --errors, and the few most confident mistakes (--json lists all)."""
     if not mistakes:
         say("no test digit was misread: no picture written")
         return
-    table = Table(title=Text(f"misread digits in {path}, row by row, 10 per row"), title_justify="left")
-    for col in ("tile", "test index", "true", "predicted", "confidence"):
-        table.add_column(col, justify="right")
-    for tile, m in enumerate(mistakes):
-        table.add_row(str(tile), str(m.index), str(m.label), str(m.predicted), f"{m.confidence:.1%}")
-    console.print(table)
+    say(f"{plural(len(mistakes), 'misread digit')} in {path}, row by row, 10 a row, most confidently wrong first")
+    first = ", ".join(f"#{m.index} {m.label}→{m.predicted} ({m.confidence:.0%})" for m in mistakes[:shown])
+    say(f"the first {min(shown, len(mistakes))} (test image, true→predicted, confidence): {first}")
 
 
 def print_predictions(predictions: list) -> None:

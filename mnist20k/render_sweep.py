@@ -39,7 +39,8 @@ class SweepView:
             return
         final, last = accuracy(metrics[-1]), epochs_counted([metrics], self.last)
         lowest = lowest_of_last(metrics, last)
-        say(f"{job.run.label}: final {final:.2f}%, lowest of the last {last} {lowest:.2f}% ({job.seconds:.0f} s)")
+        lowest_text = f"lowest of the {last_epochs(last)} {lowest:.2f}%"
+        say(f"{job.run.label}: final {final:.2f}%, {lowest_text} ({job.seconds:.0f} s)")
 
     def stop(self) -> None:
         self.progress.stop()
@@ -58,7 +59,13 @@ def print_configuration(configuration: dict, target: float) -> None:
     last = s["last"]
     name = configuration_name(configuration["grid"])
     table = Table(title=Text(name or "runs"), title_justify="left")
-    for col in ("seed", "final accuracy", f"lowest of last {last}", f"time to {target:.2f}%", "loop seconds"):
+    for col in (
+        "seed",
+        "final accuracy",
+        f"lowest of the {last_epochs(last)}",
+        f"time to {target:.2f}%",
+        "loop seconds",
+    ):
         table.add_column(col, justify="right")
     for run in configuration["runs"]:
         key = str(run["seed"])
@@ -80,6 +87,11 @@ def print_configuration(configuration: dict, target: float) -> None:
     console.print(table)
 
 
+def last_epochs(last: int | str) -> str:
+    """`the last epoch`, `the last 3 epochs` (`last` may be text: "3 (2 where the runs are shorter)")."""
+    return "last epoch" if last == 1 else f"last {last} epochs"
+
+
 def verdict(record: dict) -> str:
     """Whether every seed of every configuration held the target on each of its last epochs, and if not, which
     missed it."""
@@ -89,7 +101,7 @@ def verdict(record: dict) -> str:
         last = counted.pop()
     elif counted - {last}:
         last = f"{last} ({', '.join(map(str, sorted(counted - {last})))} where the runs are shorter)"
-    rule = f"every seed ≥ {target:.2f}% on each of its last {last} epochs"
+    rule = f"every seed ≥ {target:.2f}% on each of its {last_epochs(last)}"
     from mnist20k.sweep import run_label
 
     if not record["complete"]:

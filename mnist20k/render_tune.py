@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mnist20k.render import console, live_bar, say
+from mnist20k.render import console, live_bar, plural, say
 
 
 def describe(params: dict) -> str:
@@ -40,7 +40,7 @@ class TuneView:
 
     def start(self, study, done: int) -> None:
         if done:
-            say(f"continuing study {study.study_name!r}: {done} trials finished before")
+            say(f"continuing study {study.study_name!r}: {plural(done, 'trial')} finished before")
         self.progress.update(self.task, completed=done)
         self.progress.start()
 

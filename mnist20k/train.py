@@ -159,7 +159,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
     # The network first: a user's network that fails to build is told before any data is read.
     torch.manual_seed(config.seed)
     if ckpt is not None:
-        network = network_from_checkpoint(ckpt, model_ref)  # weights that do not fit are refused first
+        network = network_from_checkpoint(ckpt, model_ref, where=str(resume))  # weights that do not fit: refused
         if ckpt["epoch"] >= config.epochs:
             raise UsageError(f"{find_checkpoint(resume)} has finished all {config.epochs} epochs: nothing to resume")
     else:

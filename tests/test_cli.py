@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_summary_shows_the_seed_table_and_budget():
     assert result.exit_code == 0
     assert f"Total params: {count_params(build_model('base')):,}" in result.stdout
     assert "Budget: 18,448 / 20,000 parameters (1,552 to spare)" in result.stdout
+    assert "Total mult-adds (M): 4.07" in result.stdout and "Units." not in result.stdout
     for shape, params in [("[1, 32, 24, 24]", "4,608"), ("[1, 32, 10, 10]", "5,760"), ("[1, 10, 1, 1]", "160")]:
         assert re.search(re.escape(shape) + r"\s+" + params, result.stdout)
 
@@ -305,3 +307,41 @@ def test_the_old_names_of_the_base_network_and_the_original_recipe_still_work_wi
     (out / "config.json").write_text(json.dumps({**saved, "model": "seed"}))
     again = invoke("train", "--config", out / "config.json", "--data-dir", data_dir, "--out", tmp_path / "again")
     assert again.exit_code == 0 and "note: --model seed is now called base" in again.stderr
+
+
+def help_text(*command: str) -> str:
+    """`mnist20k COMMAND --help` at 100 columns, in a real process, its lines joined and runs of spaces and
+    box borders squeezed, so that a phrase wrapped across lines is found whole."""
+    env = {**os.environ, "COLUMNS": "100", "TERM": "dumb"}
+    done = subprocess.run([sys.executable, "-m", "mnist20k", *command, "--help"], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def squeezed(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_help_tells_each_default_one_way_and_the_ones_a_network_brings():
+    text = help_text("train")
+    flat = squeezed(text)
+    assert "[default:" not in text and "(default: 20; tiny 15)" in flat and "(default: 128; tiny 64)" in flat
+    assert "(default: 0.05; tiny 0.08187, micro 0.1)" in flat and "(default: on)" in flat
+    assert [line for line in text.splitlines() if "<bool>" in line and "--help" not in line] == []  # flags: none
+    assert "seed'" not in flat and "see d" not in flat  # the old name of a recipe is taken, not listed
+    for panel in ("Network", "Recipe", "Augmentation", "Data and device", "Output"):
+        assert f"─ {panel} ─" in text, panel
+    tune = squeezed(help_text("tune"))
+    assert "(default: 10,000 for tune)" in tune and "─ Study ─" in help_text("tune")
+    assert "Usage: mnist20k eval [OPTIONS] CHECKPOINT" in help_text("eval")
+    assert "Usage: mnist20k predict [OPTIONS] CHECKPOINT IMAGE..." in help_text("predict")
+
+
+def test_the_header_rounds_the_lr_and_says_what_shortens_the_run(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--model", "tiny", "--epochs", 1, "--max-batches", 2, "--device", "cpu",
+                    "--data-dir", data_dir, "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "for 1 epoch (batch 64, lr 0.08187, onecycle, seed 1, at most 2 batches an epoch) -> " in result.stdout
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.081868372487028  # every digit kept

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
-from mnist20k.data import FILES
 from mnist20k.export import TOLERANCE, inference_network
 from mnist20k.networks import network_from_checkpoint
 from mnist20k.train import train
@@ -129,11 +128,10 @@ def documented_example() -> str:
 def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run, data_dir, tmp_path):
     model_path = tmp_path / "model.onnx"
     assert invoke("export", run, "--out", model_path, "--no-verify").exit_code == 0
-    images = data_dir / "MNIST" / "raw" / FILES[False][0]
     code = (
         documented_example()
         .replace("runs/cpu-final/model.onnx", str(model_path))
-        .replace("data/MNIST/raw/t10k-images-idx3-ubyte", str(images))
+        .replace('Path.home() / ".cache/mnist20k"', f"Path({str(data_dir)!r})")
     )
     no_torch = "import sys; sys.modules['torch'] = None\n"  # the example must not need PyTorch
     done = subprocess.run(

@@ -158,7 +158,7 @@ def test_a_sweep_whose_run_hits_the_limit_tells_it_and_resumes_after_it(data_dir
     again = limited(None, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "seed 1: resuming after its last saved epoch" in again.stdout
-    assert "seed 1: final " in again.stdout and ", lowest of the last 2 " in again.stdout  # 2 epochs, --last 3
+    assert "seed 1: final " in again.stdout and ", lowest of the last 2 epochs " in again.stdout  # 2 epochs, --last 3
     assert "on each of its last 2 epochs" in again.stdout
     assert torch.load(out / "seed-1" / "checkpoint.pt", weights_only=True)["epoch"] == 2
 

@@ -242,8 +242,8 @@ LEDGER = {
         **DATA,
         "batch_size": "test_options.py::test_eval_batch_size_changes_the_batches_not_the_score",
         "json_output": "test_cli.py::test_train_then_eval_agree",
-        "errors": "test_see.py::test_errors_grid_matches_the_printed_list",
-        "errors_limit": "test_see.py::test_errors_grid_matches_the_printed_list",
+        "errors": "test_see.py::test_errors_grid_matches_the_listed_mistakes",
+        "errors_limit": "test_see.py::test_errors_grid_matches_the_listed_mistakes",
     },
     "predict": {
         **READS,

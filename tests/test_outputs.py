@@ -129,5 +129,4 @@ def test_write_file_where_it_cannot_raises_one_output_error(where, tmp_path):
         with pytest.raises(OutputError) as failed:
             write(tmp_path / where)
         assert str(failed.value) == f"cannot write {tmp_path / where}: {why}"
-        assert failed.value.__context__ is None or not isinstance(failed.value.__context__, OSError)
     assert everything(tmp_path) == ["a-file"]

@@ -273,10 +273,61 @@ def test_summary_of_your_network_prints_field_and_checklist(user_dir):
     assert f"Total params: {params:,}" in result.stdout
     assert "Receptive field: 14×14 pixels" in result.stdout  # 3, 5, pool 6, then +4 twice
     assert "✓ BatchNorm       4 layers" in result.stdout and "✗ Dropout         none" in result.stdout
-    assert "✓ GAP or FC head  fully connected (head)" in result.stdout  # the mean in forward() is not a layer
+    # the mean in forward() is no layer: it is seen from the shapes, the 16x8x8 map becoming 16 values
+    assert "✓ GAP or FC head  global pooling in forward() (16×8×8 map to 16 values) and fully connected (head)" in (
+        result.stdout
+    )
     over = invoke("summary", "--model", "net.py:Net", "--budget", str(params - 1))
     assert over.exit_code == 1 and f"{params:,} / {params - 1:,} parameters (1 OVER)" in over.stdout
     one_error_line(invoke("summary", "--budget", "0"), 2, "Invalid value for '--budget'")
+
+
+POOLS_IN_FORWARD = """import torch.nn.functional as F
+from torch import nn
+
+
+class ToClassMaps(nn.Module):  # the last conv gives ten maps; forward() averages them into the scores
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.BatchNorm2d(8), nn.Conv2d(8, 10, 1))
+
+    def forward(self, x):
+        return F.log_softmax(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1), dim=1)
+
+
+class PooledThenConv(nn.Module):  # forward() pools, then a 1x1 conv makes the scores
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU())
+        self.head = nn.Conv2d(16, 10, 1)
+
+    def forward(self, x):
+        return F.log_softmax(self.head(F.adaptive_avg_pool2d(self.features(x), 1)).flatten(1), dim=1)
+
+
+class Cropped(nn.Module):  # no pooling at all: ten of the map's values taken as they are
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1)[:, :10]
+"""
+
+
+@pytest.mark.parametrize(
+    "name, line",
+    [
+        ("ToClassMaps", "✓ GAP or FC head  global pooling in forward() (10×26×26 map to 10 values)"),
+        ("PooledThenConv", "✓ GAP or FC head  global pooling in forward() (16×26×26 map to 16 values)"),
+        ("Cropped", "✗ GAP or FC head  neither among the network's layers"),
+    ],
+)
+def test_the_checklist_sees_global_pooling_done_in_forward(name, line, tmp_path):
+    (tmp_path / "pools.py").write_text(POOLS_IN_FORWARD)
+    result = invoke("summary", "--model", f"{tmp_path / 'pools.py'}:{name}")
+    assert result.exit_code == 0, result.output
+    assert line in result.stdout
 
 
 # ---- train, eval, predict, resume, export -----------------------------------------------------
@@ -359,4 +410,38 @@ def test_a_changed_source_warns_and_still_loads(user_dir, data_dir, tmp_path):
     wider = invoke("eval", out, "--model", "net.py:Net", "--data-dir", data_dir)
     assert wider.exit_code == 1 and "Traceback" not in wider.output
     warning, error = wider.stderr.strip().splitlines()
-    assert warning.startswith("warning: ") and error.startswith("error: checkpoint weights do not fit the model")
+    assert warning.startswith("warning: ") and error.startswith(f"error: {out} holds net.py:Net (")
+    assert "and its weights do not fit net.py:Net as asked: " in error
+
+
+OTHER_NET = """import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 28)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return torch.log_softmax(self.head(self.conv(x).flatten(1)), dim=1)
+"""
+
+
+def test_a_checkpoint_asked_for_as_another_network_says_what_it_holds(user_dir, data_dir, tmp_path):
+    """What the checkpoint holds and what was asked, in one line; "changed" only for the same file."""
+    out = tmp_path / "run"
+    train(make_config(model="net.py:Net", epochs=1, max_batches=2, batch_size=32), data_dir=data_dir, out_dir=out)
+    params = count_params(build_model("net.py:Net"))
+    (user_dir / "other.py").write_text(OTHER_NET)
+    for asked in ("tiny", "other.py:Net"):
+        result = invoke("eval", out, "--model", asked, "--data-dir", data_dir, "--device", "cpu")
+        line = one_error_line(result, 1, "is another network")
+        assert line == f"error: {out} holds net.py:Net ({params:,} parameters); --model {asked} is another network"
+        assert "changed" not in result.stderr
+    base = tmp_path / "base"
+    train(make_config(epochs=1, max_batches=1), data_dir=data_dir, out_dir=base)
+    line = one_error_line(invoke("eval", base, "--model", "tiny", "--data-dir", data_dir), 1, "another network")
+    held = "base (18,448 parameters, widths=[16, 32, 20, 32, 16, 16])"
+    assert line == f"error: {base} holds {held}; --model tiny is another network"

@@ -98,7 +98,7 @@ EXPECTED = {
     "plain tensor": "not an mnist20k checkpoint",
     "foreign dict": "not an mnist20k checkpoint",
     "newer format": "newer than this mnist20k reads",
-    "weights of another model": "do not fit the model",
+    "weights of another model": "holds tiny (18,448 parameters), and its weights do not fit tiny as asked",
     "unknown model": "names a network this mnist20k cannot build",
     "missing keys": "incomplete mnist20k checkpoint",
 }
@@ -197,14 +197,14 @@ def test_cli_resume_continues_in_the_run_folder(data_dir, tmp_path):
 # ---- interrupts -------------------------------------------------------------------------------
 
 
-def start_cli(spawn, data_dir, out, *extra):
-    """`mnist20k train` as a child process, and its output line by line."""
+def start_cli(spawn, data_dir, out, *extra, sigint=signal.SIG_DFL):
+    """`mnist20k train` as a child process (SIGINT handled as `sigint`), and its output line by line."""
     cmd = [sys.executable, "-m", "mnist20k", "train", "--data-dir", str(data_dir), "--out", str(out)]
     cmd += ["--device", "cpu", "--epochs", "200", "--max-batches", "2", "--batch-size", "32", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A shell starts background jobs with SIGINT ignored, and Python keeps it so; give the child the
     # default back, as a terminal's foreground job has it.
-    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    restore = lambda: signal.signal(signal.SIGINT, sigint)  # noqa: E731
     proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore)
     return proc, Lines(proc.stdout)
 
@@ -236,6 +236,23 @@ def test_signals_stop_cleanly_with_a_resumable_checkpoint(sig, code, data_dir, t
     ckpt = load_checkpoint(out)
     assert ckpt["epoch"] >= 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) >= ckpt["epoch"]
+
+
+def test_a_train_started_in_the_background_stops_cleanly_on_sigterm(data_dir, tmp_path, spawn):
+    """As `nohup mnist20k train ... &` from a script starts it: SIGINT ignored, so Ctrl-C cannot reach it, and
+    kill PID (SIGTERM) stops it as Ctrl-C would, its last epoch saved."""
+    out = tmp_path / "run"
+    proc, output = start_cli(spawn, data_dir, out, sigint=signal.SIG_IGN)
+    wait_for_epoch(output, 1)
+    proc.send_signal(signal.SIGINT)  # ignored, as in any background job
+    wait_for_epoch(output, 1)
+    assert proc.poll() is None
+    proc.terminate()
+    proc.wait(timeout=60)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert f"resume with: mnist20k train --resume {out}" in stderr
+    assert load_checkpoint(out)["epoch"] >= 2
 
 
 def test_hard_kill_loses_at_most_the_epoch_in_progress(data_dir, tmp_path, spawn):

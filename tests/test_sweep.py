@@ -169,9 +169,9 @@ def test_rerun_skips_finished_runs_and_a_different_sweep_is_refused(reference, d
     stamps = {p: p.stat().st_mtime_ns for p in reference.glob("seed-*/checkpoint.pt")}
     again = invoke("sweep", *SMALL, "--data-dir", data_dir, "--out", reference, "--json")
     assert again.exit_code == 0, again.output
-    assert again.stdout.count("finished before, skipped") == 2
+    assert again.stderr.count("finished before, skipped") == 2  # --json: stdout holds the JSON alone
     assert {p: p.stat().st_mtime_ns for p in reference.glob("seed-*/checkpoint.pt")} == stamps
-    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    summary = json.loads(again.stdout)
     record = json.loads((reference / "sweep.json").read_text())
     assert summary["configurations"][0]["summary"] == record["configurations"][0]["summary"]
 
@@ -400,7 +400,7 @@ def test_the_target_decides_the_verdict(reference, data_dir):
     for target, holds in ((lowest / 2, "yes"), (100.0, "no")):
         result = invoke("sweep", *SMALL, "--target", target, "--last", 1, "--data-dir", data_dir, "--out", reference)
         assert result.exit_code == 0, result.output
-        assert f"every seed ≥ {target:.2f}% on each of its last 1 epochs: {holds}" in result.stdout
+        assert f"every seed ≥ {target:.2f}% on each of its last epoch: {holds}" in result.stdout
         assert json.loads((reference / "sweep.json").read_text())["target"] == target
 
 
@@ -417,3 +417,16 @@ def test_a_sweep_on_validation_images_never_opens_the_test_files(tmp_path):
     assert result.exit_code == 0, result.output
     last = json.loads((out / "seed-1" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["val_total"] == 100 and "test_accuracy" not in last
+
+
+def test_json_puts_the_json_alone_on_stdout_and_counts_in_words(data_dir, tmp_path):
+    """`sweep --json | python -c 'import json, sys; json.load(sys.stdin)'` works: what it tells goes to stderr."""
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "mnist20k", "sweep", "--seeds", "1", *QUICK, "--data-dir", str(data_dir),
+               "--out", str(out), "--json"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["configurations"][0]["summary"]["seeds"] == [1]
+    assert f"sweep of 1 run, 1 at a time -> {out}" in done.stderr
+    assert "seed 1: final " in done.stderr and "lowest of the last epoch " in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -61,9 +62,18 @@ def test_each_trial_folder_is_an_ordinary_run_that_eval_scores(data, tmp_path):
     out = tmp_path / "study"
     result = tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2", "--pruner", "none", "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout.strip().splitlines()[-1])  # after a line per trial, as sweep's --json
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone; what tune tells goes to stderr
+    assert f"study 'study': 2 trials, 1 worker -> {out}" in result.stderr and "trial 1: " in result.stderr
     assert summary["finished"] == 2 and summary["best"][0]["value"] == max(t.value for t in study_trials(out))
     assert summary["confirm"].startswith("mnist20k sweep --model micro")
+    # the command as printed runs, on this device and data, where MNIST20K_DATA_DIR is not set
+    words = shlex.split(summary["confirm"].replace("--seeds 1-5", "--seeds 1"))
+    assert words[-2:] == ["--out", str(out / "confirm")] and f"--device cpu --data-dir {data}" in summary["confirm"]
+    env = {k: v for k, v in os.environ.items() if k != "MNIST20K_DATA_DIR"}
+    done = subprocess.run([sys.executable, "-m", "mnist20k", *words[1:]], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((out / "confirm" / "sweep.json").read_text())["complete"]
     for trial in study_trials(out):
         folder = out / trial.user_attrs["folder"]
         assert {"config.json", "metrics.jsonl", "checkpoint.pt", "train.log"} <= {p.name for p in folder.iterdir()}
@@ -204,7 +214,12 @@ def test_a_worker_killed_outright_leaves_a_trial_that_the_next_run_retries(data,
 
 
 BAD = {
-    "an unknown key": (["--search", "speed=1:2"], "unknown setting 'speed'"),
+    "an unknown key": (
+        ["--search", "speed=1:2"],
+        "unknown setting 'speed' (did you mean seed?); see mnist20k train --help",
+    ),
+    "a mistyped key": (["--search", "lrr=0.1,0.2"], "unknown setting 'lrr' (did you mean lr?)"),
+    "a mistyped key with a dash": (["--search", "weight-decy=0:1"], "(did you mean weight-decay?)"),
     "an argument the network does not take": (["--search", "arg.depth=2,3"], "micro takes no argument depth"),
     "a backwards range": (["--search", "lr=0.3:0.01"], "runs backwards"),
     "a log range touching 0": (["--search", "weight-decay=0:1e-3:log"], "a log range must stay above 0"),
@@ -246,10 +261,12 @@ def test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole(data, t
     out = tmp_path / "study"
     assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "1").exit_code == 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    result = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1")
-    assert "holds another search" in one_error_line(result, 2, "holds another search")
+    result = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1", "--rotate", "3")
+    line = one_error_line(result, 2, "holds another search")
+    assert "study 'study' holds another search (rotate: 7.0 there, 3.0 here; search: " in line and "config" not in line
+    assert len(line) < 400
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
-    again = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1", "--overwrite")
+    again = tune(data, out, "--search", "lr=0.05,0.2", "--trials", "1", "--rotate", "3", "--overwrite")
     assert again.exit_code == 0 and len(study_trials(out)) == 1
 
 

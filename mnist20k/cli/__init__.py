@@ -12,7 +12,7 @@ import warnings
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer vendors click from 0.24 on; before, its errors were click's own
     from typer.exceptions import TyperException as _CliError
@@ -43,6 +43,15 @@ class _Commands(TyperGroup):
         except typer.Abort:
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Command(TyperCommand):
+    """A command whose usage line names its arguments as people write them: `eval [OPTIONS] CHECKPOINT`, not
+    typer's `{CHECKPOINT}` for a required one."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [piece[1:].replace("}", "", 1) if piece.startswith("{") else piece for piece in pieces]
 
 
 @contextlib.contextmanager
@@ -87,7 +96,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar=""),
     ] = False,
 ) -> None:
     from mnist20k import process
@@ -95,14 +105,17 @@ def _main(
     process.configure()
 
 
-app.command()(summary.summary)
-app.command()(train.train)
-app.command("sweep")(sweep.sweep)
-app.command("tune")(tune.tune)
-app.command("eval")(checkpoints.evaluate)
-app.command()(checkpoints.predict)
-app.command()(checkpoints.draw)
-app.command("export")(checkpoints.export_network)
+for name, command in (
+    ("summary", summary.summary),
+    ("train", train.train),
+    ("sweep", sweep.sweep),
+    ("tune", tune.tune),
+    ("eval", checkpoints.evaluate),
+    ("predict", checkpoints.predict),
+    ("draw", checkpoints.draw),
+    ("export", checkpoints.export_network),
+):
+    app.command(name, cls=_Command)(command)
 
 
 def main() -> None:

@@ -10,7 +10,18 @@ import typer
 
 from mnist20k.config import parse_network_args
 from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.options import Checkpoint, DataDir, Device, Format, ModelRef, NetworkArgs
+from mnist20k.options import (
+    Checkpoint,
+    DataDir,
+    Device,
+    Format,
+    Json,
+    ModelRef,
+    NetworkArgs,
+    option,
+    out_option,
+    overwrite_option,
+)
 
 
 def evaluate(
@@ -18,15 +29,14 @@ def evaluate(
     data_dir: DataDir = None,
     device: Device = "auto",
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Test images per forward pass (default: 1000 on a GPU, 128 on a CPU).")
+        int | None, option(min=1, help="Test images per forward pass.", default="1000 on a GPU, 128 on a CPU")
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: Json = False,
     errors: Annotated[
-        Path | None, typer.Option(help="Also write the misread test digits to this PNG, most confident first.")
+        Path | None,
+        option(metavar="FILE.png", help="Also write the misread test digits to this PNG, most confident first."),
     ] = None,
-    errors_limit: Annotated[
-        int | None, typer.Option(min=1, help="At most this many tiles in --errors. (default: 100)", show_default=False)
-    ] = None,
+    errors_limit: Annotated[int | None, option(min=1, help="At most this many tiles in --errors.", default=100)] = None,
     model: ModelRef = None,
     arg: NetworkArgs = None,
 ) -> None:
@@ -63,9 +73,11 @@ def evaluate(
 
 def predict(
     checkpoint: Checkpoint,
-    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, one handwritten digit each.")],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE", help="PNG or JPEG files, one handwritten digit each.")
+    ],
     device: Device = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per file, one per line.")] = False,
+    json_output: Annotated[bool, option("--json", help="One JSON object per file, one per line.", flag=True)] = False,
     model: ModelRef = None,
     arg: NetworkArgs = None,
 ) -> None:
@@ -100,11 +112,16 @@ def predict(
 
 def draw(
     checkpoint: Checkpoint,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the page on this machine.")] = 8020,
+    port: Annotated[int, option(min=0, max=65535, help="Port of the page on this machine.", default=8020)] = 8020,
     host: Annotated[
-        str, typer.Option(help="Address to serve on; other than 127.0.0.1, other machines can reach the page.")
+        str,
+        option(
+            help="Address to serve on; other than 127.0.0.1, other machines can reach the page.", default="127.0.0.1"
+        ),
     ] = "127.0.0.1",
-    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in your browser.")] = True,
+    browser: Annotated[
+        bool, option("--browser/--no-browser", help="Open the page in your browser.", default="on", flag=True)
+    ] = True,
     device: Device = "auto",
     model: ModelRef = None,
     arg: NetworkArgs = None,
@@ -134,13 +151,17 @@ def draw(
 
 def export_network(
     checkpoint: Checkpoint,
-    format: Annotated[Format, typer.Option("--format", help="File format for other runtimes.")] = Format.onnx,
-    out: Annotated[
-        Path | None, typer.Option(help="File to write (default: model.onnx or model.pt beside the checkpoint).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace the file if it exists.")] = False,
+    format: Annotated[Format, option("--format", help="File format for other runtimes.", default="onnx")] = Format.onnx,
+    out: out_option("File to write.", "model.onnx or model.pt beside the checkpoint", "FILE", None) = None,
+    overwrite: overwrite_option("Replace the file if it exists.", None) = False,
     verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Check the export against PyTorch on the 10,000 test images.")
+        bool,
+        option(
+            "--verify/--no-verify",
+            help="Check the export against PyTorch on the 10,000 test images.",
+            default="on",
+            flag=True,
+        ),
     ] = True,
     data_dir: DataDir = None,
     model: ModelRef = None,

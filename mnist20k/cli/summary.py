@@ -7,15 +7,17 @@ from typing import Annotated
 import typer
 
 from mnist20k.config import PARAM_BUDGET, current_name, parse_network_args
-from mnist20k.options import NetworkArgs
+from mnist20k.options import NetworkArgs, option
 
 
 def summary(
     model: Annotated[
-        str, typer.Option(help="base, tiny, micro, or your own network: file.py:Name or package.module:Name.")
+        str, option(help="base, tiny, micro, or your own network: file.py:Name or package.module:Name.", default="base")
     ] = "base",
     arg: NetworkArgs = None,
-    budget: Annotated[int, typer.Option(min=1, help="Parameter budget; over it, the exit code is 1.")] = PARAM_BUDGET,
+    budget: Annotated[
+        int, option(min=1, help="Parameter budget; over it, the exit code is 1.", default=f"{PARAM_BUDGET:,}")
+    ] = PARAM_BUDGET,
 ) -> None:
     """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
     from mnist20k.render import print_summary

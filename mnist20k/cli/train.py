@@ -9,35 +9,42 @@ import typer
 
 from mnist20k.config import parse_network_args
 from mnist20k.errors import UsageError
-from mnist20k.options import DataDir, Device, NetworkArgs, Recipe, plain, with_settings
+from mnist20k.options import (
+    OUTPUT,
+    RECIPE,
+    DataDir,
+    Device,
+    NetworkArgs,
+    Recipe,
+    option,
+    out_option,
+    overwrite_option,
+    plain,
+    with_settings,
+)
 
 
 @with_settings
 def train(
-    recipe: Annotated[
-        Recipe | None,
-        typer.Option(
-            help="Base settings: default; fast (6 epochs); original (the seed document's). Options override. "
-            "(default: default)",
-            show_default=False,
-        ),
-    ] = None,
+    recipe: Recipe = None,
     config_file: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--config",
             metavar="FILE",
             help="Train what this config.json says (a run folder's, or your own); options beside it override it.",
+            panel=RECIPE,
         ),
     ] = None,
     arg: NetworkArgs = None,
     device: Device = "auto",
     data_dir: DataDir = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder (default: runs/<date>_<time>, or the resumed run's)")
+    out: out_option("Run folder.", "runs/<date>_<time>, or the resumed run's") = None,
+    resume: Annotated[
+        Path | None,
+        option(metavar="RUN", help="Continue the run in this checkpoint or run folder.", panel=OUTPUT),
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this checkpoint or run folder.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    overwrite: overwrite_option("Replace a run already in --out.") = False,
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set (or --val held-out images) and save it."""
@@ -61,7 +68,7 @@ def train(
             )
         config, model, out = None, model, out or find_checkpoint(resume).parent
     else:
-        config, model = config_for_run(recipe and recipe.value, config_file, overrides), None
+        config, model = config_for_run(recipe, config_file, overrides), None
         out = out or new_run_path()
     view = TrainView(config, out, resumed=resume is not None)
     _run_training(config, view, data_dir, out, device, resume, overwrite, model)

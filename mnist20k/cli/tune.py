@@ -10,51 +10,80 @@ import typer
 
 from mnist20k.config import PARAM_BUDGET, parse_network_args
 from mnist20k.errors import Mnist20kError
-from mnist20k.options import DataDir, Device, NetworkArgs, Recipe, choices, plain, with_settings
+from mnist20k.options import (
+    DataDir,
+    Device,
+    Json,
+    NetworkArgs,
+    Recipe,
+    choices,
+    option,
+    out_option,
+    overwrite_option,
+    plain,
+    with_settings,
+)
 
 Pruner = choices("Pruner", ("median", "hyperband", "none"))
 Aggregate = choices("Aggregate", ("mean", "min"))
 
 
-@with_settings
+STUDY, STORAGE = "Study", "Storage"
+
+
+@with_settings(shown={"val": "10,000 for tune"})
 def tune(
     search: Annotated[
         list[str] | None,
-        typer.Option(
+        option(
             metavar="KEY=SPEC",
             help="A searched setting (lr, weight-decay, ...) or network argument (arg.NAME): a,b,c a choice, "
             "lo:hi a range, lo:hi:log a log range; repeat for more.",
+            panel=STUDY,
         ),
     ] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Trials of the study in all, over every worker and machine.")] = 20,
-    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+    trials: Annotated[
+        int, option(min=1, help="Trials of the study in all, over every worker and machine.", default=20, panel=STUDY)
+    ] = 20,
+    jobs: Annotated[int, option(min=1, help="Worker processes on this machine.", default=1, panel=STUDY)] = 1,
     seeds: Annotated[
-        list[str] | None, typer.Option(metavar="SEEDS", help="Seeds each trial trains, as sweep's. (default: 1)")
+        list[str] | None, option(metavar="SEEDS", help="Seeds each trial trains, as sweep's.", default=1, panel=STUDY)
     ] = None,
-    aggregate: Annotated[Aggregate, typer.Option(help="A trial's value over its seeds.")] = Aggregate.mean,
-    pruner: Annotated[Pruner, typer.Option(help="Stops hopeless trials early, from their epochs.")] = Pruner.median,
+    aggregate: Annotated[
+        Aggregate, option(help="A trial's value over its seeds.", default="mean", panel=STUDY)
+    ] = Aggregate.mean,
+    pruner: Annotated[
+        Pruner, option(help="Stops hopeless trials early, from their epochs.", default="median", panel=STUDY)
+    ] = Pruner.median,
     budget: Annotated[
-        int, typer.Option(min=1, help="A trial whose network has more parameters is not trained.")
+        int,
+        option(
+            min=1,
+            help="A trial whose network has more parameters is not trained.",
+            default=f"{PARAM_BUDGET:,}",
+            panel=STUDY,
+        ),  # fmt: skip
     ] = PARAM_BUDGET,
     sampler_seed: Annotated[
-        int | None, typer.Option(help="Seed Optuna's sampler, for a study that picks the same values again.")
+        int | None,
+        option(help="Seed Optuna's sampler, for a study that picks the same values again.", panel=STUDY),
     ] = None,
     storage: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="A database shared by many machines: postgresql+psycopg://user@host/db."),
+        option(
+            metavar="URL", help="A database shared by many machines: postgresql+psycopg://user@host/db.", panel=STORAGE
+        ),  # fmt: skip
     ] = None,
     study: Annotated[
-        str | None, typer.Option(help="The study's name in --storage (default: the --out folder's).")
+        str | None, option(help="The study's name in --storage.", default="the --out folder's", panel=STORAGE)
     ] = None,
-    recipe: Annotated[Recipe, typer.Option(help="Base settings of every trial, as for train.")] = Recipe.default,
+    recipe: Recipe = None,
     arg: NetworkArgs = None,
     device: Device = "auto",
     data_dir: DataDir = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Study folder: trial folders, tune.json (default: runs/tune-<date>_<time>).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Delete the study in --out or --study and start afresh.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    out: out_option("Study folder: trial folders, tune.json.", "runs/tune-<date>_<time>") = None,
+    overwrite: overwrite_option("Delete the study in --out or --study and start afresh.") = False,
+    json_output: Json = False,
     **settings,
 ) -> None:
     """Search settings and network arguments with Optuna; each trial judged on --val images held out of training
@@ -67,7 +96,7 @@ def tune(
         if e.name != "optuna":
             raise
         raise Mnist20kError("tune needs Optuna: pip install 'mnist20k[tune]'") from None
-    from mnist20k.render import say
+    from mnist20k.render import on_stderr, plural, say
     from mnist20k.render_tune import TuneView
     from mnist20k.rundir import new_run_path
     from mnist20k.sweep import Interrupted
@@ -75,24 +104,26 @@ def tune(
     process.quiet_optuna()
     out = out or new_run_path("runs", prefix="tune-")
     overrides = {**plain(settings), "args": parse_network_args(arg)}
-    job = tuning.prepare(recipe.value, overrides, search or [], trials, jobs, out, storage, study, seeds or ["1"],
+    base = recipe or "default"
+    job = tuning.prepare(base, overrides, search or [], trials, jobs, out, storage, study, seeds or ["1"],
                          aggregate.value, pruner.value, budget, device, data_dir, overwrite, sampler_seed)  # fmt: skip
-    view = TuneView(trials)
-    say(f"study {job.spec.study!r}: {trials} trials, {jobs} worker{'s' * (jobs > 1)} -> {out}")
-    try:
-        with process.sigterm_as_interrupt():
-            record = tuning.run(job, on_start=view.start, on_trial=view.trial)
-    except Interrupted as e:
-        view.stop()
-        typer.echo(f"interrupted: the study is kept in {out}; to continue, run the same command", err=True)
-        raise typer.Exit(e.code) from None
-    finally:
-        view.stop()
+    with on_stderr(json_output):  # with --json, stdout holds the JSON alone
+        view = TuneView(trials)
+        say(f"study {job.spec.study!r}: {plural(trials, 'trial')}, {plural(jobs, 'worker')} -> {out}")
+        try:
+            with process.sigterm_as_interrupt():
+                record = tuning.run(job, on_start=view.start, on_trial=view.trial)
+        except Interrupted as e:
+            view.stop()
+            typer.echo(f"interrupted: the study is kept in {out}; to continue, run the same command", err=True)
+            raise typer.Exit(e.code) from None
+        finally:
+            view.stop()
+        if not json_output:
+            view.finish(record)
     if json_output:
         keys = ("study", "search", "trials_total", "finished", "value", "best", "importances", "confirm")
         typer.echo(json.dumps({k: record[k] for k in keys}))
-    else:
-        view.finish(record)
     if record["confirm"] is None:
         raise Mnist20kError(no_trial_completed(record, out))
 

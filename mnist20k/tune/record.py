@@ -106,6 +106,11 @@ def confirm_command(tune: Tune, params: dict) -> str:
             words += [flag(name), str(value)]
     for key, value in {**config.args, **args}.items():
         words += ["--arg", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    # where the study ran: a machine with no MNIST20K_DATA_DIR needs the data folder named
+    if tune.spec.device != "auto":
+        words += ["--device", tune.spec.device]
+    if tune.spec.data_dir is not None:
+        words += ["--data-dir", tune.spec.data_dir]
     words += ["--seeds", "1-5", "--out", str(tune.folder / "confirm")]
     return shlex.join(words)
 

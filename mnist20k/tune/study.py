@@ -215,10 +215,24 @@ def heartbeat(storage, trial) -> Iterator[None]:
 
 
 def _difference(held, search: dict) -> str:
+    """The keys two searches differ in, a setting of the fixed config by its own name: `lr: 0.05 there, 0.1 here`."""
     if not isinstance(held, dict):
         return "not made by mnist20k tune"
-    keys = [k for k in sorted(set(held) | set(search)) if held.get(k) != search.get(k)]
-    return "; ".join(f"{k}: {json.dumps(held.get(k))} there, {json.dumps(search.get(k))} here" for k in keys[:3])
+    theirs, ours = _flat(held), _flat(search)
+    keys = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    told = [f"{k}: {_short(theirs.get(k))} there, {_short(ours.get(k))} here" for k in keys[:4]]
+    return "; ".join(told) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def _flat(search: dict) -> dict:
+    """A search's description with the fixed settings (its "config") as keys of their own."""
+    flat = {k: v for k, v in search.items() if k != "config"}
+    return {**flat, **(search.get("config") or {})}
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if value is not None else "none"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _safe(url: str) -> str:
