@@ -55,6 +55,8 @@ def option(*decls: str, help: str, default: object = None, panel: str | None = N
     text = help if default is None else f"{help} (default: {default})"
     if flag:
         kw.setdefault("metavar", "")
+    if "min" in kw or "max" in kw:  # click's "<int range> [x>=1]" says less than the help does
+        kw.setdefault("metavar", "N")
     return typer.Option(*decls, help=text, show_default=False, rich_help_panel=panel, **kw)
 
 

@@ -110,13 +110,14 @@ def test_amp_off_cuda_is_told_to_change_nothing(data_dir, tmp_path):
 
 def test_sweep_and_tune_give_their_settings_to_every_run(data_dir, tmp_path):
     """What a sweep's run trains is its config.json (test_config_file); what goes into it is this."""
-    from mnist20k import sweep, tune
+    from mnist20k import sweep
+    from mnist20k.tune.prepare import prepare
 
     given = {k: v for k, v in SETTINGS.items() if k != "seed"}
     swept = sweep.prepare("default", given, [], ["3-4"], tmp_path / "sweep", "cpu", data_dir, None, 99.4, 3, False)
     assert [r.config for r in swept.runs] == [make_config(**given, seed=s) for s in (3, 4)]
-    study = tune.prepare("default", given, ["rotate=1:2"], 2, 1, tmp_path / "study", None, None, ["3-4"], "min",
-                         "none", 20_000, "cpu", data_dir, False)  # fmt: skip
+    study = prepare("default", given, ["rotate=1:2"], 2, 1, tmp_path / "study", None, None, ["3-4"], "min",
+                    "none", 20_000, "cpu", data_dir, False)  # fmt: skip
     assert study.config == make_config(**given) and study.spec.seeds == [3, 4] and study.spec.aggregate == "min"
 
 
@@ -228,8 +229,9 @@ LEDGER = {
         "pruner": "test_tune.py::test_hyperband_prunes_and_none_trains_every_trial_to_the_end",
         "budget": "test_tune.py::test_network_arguments_are_searched_and_a_network_over_budget_is_not_trained",
         "sampler_seed": "test_tune.py::test_the_sampler_seed_picks_the_same_values_again",
-        "storage": "test_tune.py::test_two_workers_share_one_study_through_postgresql",
-        "study": "test_tune.py::test_two_workers_share_one_study_through_postgresql",
+        "storage": "test_tune_workers.py::test_four_machines_at_once_on_a_fresh_database_share_it_unseen",
+        "study": "test_tune_workers.py::test_four_machines_at_once_on_a_fresh_database_share_it_unseen",
+        "max_retries": "test_tune_workers.py::test_a_trial_past_its_tries_counts_as_lost_and_is_not_tried_again",
         "recipe": SETTINGS_OF_RUNS,
         "out": "test_tune.py::test_each_trial_folder_is_an_ordinary_run_that_eval_scores",
         "overwrite": "test_tune.py::test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole",

@@ -23,6 +23,7 @@ from mnist20k.options import (
     plain,
     with_settings,
 )
+from mnist20k.tune.limits import MAX_RETRIES, STORAGE_ENV
 
 Pruner = choices("Pruner", ("median", "hyperband", "none"))
 Aggregate = choices("Aggregate", ("mean", "min"))
@@ -71,9 +72,23 @@ def tune(
     storage: Annotated[
         str | None,
         option(
-            metavar="URL", help="A database shared by many machines: postgresql+psycopg://user@host/db.", panel=STORAGE
-        ),  # fmt: skip
+            metavar="URL",
+            envvar=STORAGE_ENV,
+            help="A PostgreSQL database shared by many machines: postgresql+psycopg://user@host/db, its password "
+            "in ~/.pgpass or $PGPASSFILE, out of sight of ps.",
+            panel=STORAGE,
+        ),
     ] = None,
+    max_retries: Annotated[
+        int,
+        option(
+            min=0,
+            help="Tries again of a trial whose worker stopped (killed, interrupted, its machine gone), after which "
+            "it counts as lost.",
+            default=MAX_RETRIES,
+            panel=STORAGE,
+        ),
+    ] = MAX_RETRIES,
     study: Annotated[
         str | None, option(help="The study's name in --storage.", default="the --out folder's", panel=STORAGE)
     ] = None,
@@ -91,7 +106,8 @@ def tune(
     from mnist20k import process
 
     try:
-        from mnist20k import tune as tuning
+        from mnist20k.tune.prepare import prepare  # Optuna's first import
+        from mnist20k.tune.run import run
     except ModuleNotFoundError as e:
         if e.name != "optuna":
             raise
@@ -105,14 +121,15 @@ def tune(
     out = out or new_run_path("runs", prefix="tune-")
     overrides = {**plain(settings), "args": parse_network_args(arg)}
     base = recipe or "default"
-    job = tuning.prepare(base, overrides, search or [], trials, jobs, out, storage, study, seeds or ["1"],
-                         aggregate.value, pruner.value, budget, device, data_dir, overwrite, sampler_seed)  # fmt: skip
+    job = prepare(base, overrides, search or [], trials, jobs, out, storage, study, seeds or ["1"],
+                         aggregate.value, pruner.value, budget, device, data_dir, overwrite, sampler_seed,
+                         max_retries)  # fmt: skip
     with on_stderr(json_output):  # with --json, stdout holds the JSON alone
         view = TuneView(trials)
         say(f"study {job.spec.study!r}: {plural(trials, 'trial')}, {plural(jobs, 'worker')} -> {out}")
         try:
             with process.sigterm_as_interrupt():
-                record = tuning.run(job, on_start=view.start, on_trial=view.trial)
+                record = run(job, on_start=view.start, on_trial=view.trial)
         except Interrupted as e:
             view.stop()
             typer.echo(f"interrupted: the study is kept in {out}; to continue, run the same command", err=True)

@@ -6,13 +6,10 @@ of training (--val), never on the test set.
     DIR/tune.json          the search, the device and versions, every trial, the best, the importances
     DIR/study.png          the optimization history and the importances
 
-space.py reads --search, prepare.py checks a study before anything is made, study.py keeps the storage and
-the claiming of trials, worker.py trains trials, run.py starts and watches the workers, record.py writes
-tune.json and study.png.
+limits.py holds what the command line shows before Optuna is imported, space.py reads --search, prepare.py
+checks a study before anything is made, study.py keeps the storage and the claiming of trials, worker.py
+trains trials, run.py starts and watches the workers, record.py writes tune.json and study.png.
+
+Optuna is an extra (mnist20k[tune]), and this package imports nothing, so that mnist20k.tune.limits imports
+without it: import what you need from its modules.
 """
-
-from mnist20k.tune.prepare import TUNE_FILE, Tune, prepare
-from mnist20k.tune.record import build_record, confirm_command
-from mnist20k.tune.run import run
-
-__all__ = ["TUNE_FILE", "Tune", "build_record", "confirm_command", "prepare", "run"]

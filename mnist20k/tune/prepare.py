@@ -11,6 +11,7 @@ from pathlib import Path
 from mnist20k.config import MAX_VAL, TrainConfig, make_config, validate
 from mnist20k.errors import Mnist20kError, OutputError, UsageError
 from mnist20k.sweep.plan import parse_seeds
+from mnist20k.tune.limits import MAX_RETRIES
 from mnist20k.tune.space import Dimension, parse_search, split_params
 from mnist20k.tune.study import JOURNAL, PRUNERS
 from mnist20k.tune.worker import WorkerSpec
@@ -65,6 +66,7 @@ def prepare(
     data_dir: Path | None,
     overwrite: bool,
     sampler_seed: int | None = None,
+    max_retry: int = MAX_RETRIES,
 ) -> Tune:
     from mnist20k.data import load_split
     from mnist20k.networks import network_for
@@ -90,7 +92,7 @@ def prepare(
     spec = WorkerSpec(
         folder=str(out), storage=storage, study=study or out.name, search=search, config=asdict(config),
         trials=trials, seeds=parse_seeds(seeds), aggregate=aggregate, pruner=pruner, sampler_seed=sampler_seed,
-        budget=budget, device=device,
+        budget=budget, device=device, max_retry=max_retry,
         data_dir=None if data_dir is None else str(data_dir),
     )  # fmt: skip
     return Tune(spec, space, config, jobs, overwrite)

@@ -4,6 +4,7 @@ DIR/study.png draws the optimization history and the importances (Optuna's plots
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shlex
@@ -19,7 +20,7 @@ from mnist20k.files import write_file
 from mnist20k.sweep.record import device_name
 from mnist20k.tune.prepare import TUNE_FILE, Tune
 from mnist20k.tune.space import split_params
-from mnist20k.tune.study import finished
+from mnist20k.tune.study import finished, outcome
 from mnist20k.tune.worker import worker_env
 
 FORMAT = "mnist20k-tune"
@@ -47,46 +48,63 @@ def build_record(tune: Tune, study: optuna.Study) -> dict:
         "storage": "journal file study.log" if spec.storage is None else "database",
         **tune.search(),
         "trials_total": spec.trials,
-        "finished": len(finished(study)),
+        "finished": len(finished(study, spec.max_retry)),
+        "max_retries": spec.max_retry,
         "pruner": spec.pruner,
         "value": f"{spec.aggregate} over seeds of the final epoch's validation accuracy ({tune.config.val:,} images)",
         "device": device_name(spec.device, int(worker_env(tune.jobs)["OMP_NUM_THREADS"])),
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "mnist20k": __version__,
-        "best": [trial_entry(t) for t in best],
+        "best": [trial_entry(t, spec.max_retry) for t in best],
         "importances": importances(study),
         "confirm": confirm_command(tune, best[0].params) if best else None,
-        "trials": [trial_entry(t) for t in trials],
+        "trials": [trial_entry(t, spec.max_retry) for t in trials],
     }
 
 
-def trial_entry(t) -> dict:
+_unfinished = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+
+
+def _lost(history: list) -> str:
+    tries = len(history) + 1
+    return "its worker stopped once" if tries == 1 else f"its worker stopped {tries} times"
+
+
+def trial_entry(t, max_retry: int) -> dict:
     attrs = t.user_attrs
+    history = t.system_attrs.get("retry_history") or []  # Optuna's retry callback's: the tries before this one
+    ended = outcome(t, max_retry)
     return {
         "number": t.number,
-        "outcome": attrs.get("outcome") or ("running" if t.state is TrialState.RUNNING else "interrupted, retried"),
+        "outcome": ended or _unfinished.get(t.state, "stopped, tried again"),
         "value": t.value,
         "params": t.params,
         "seed_values": attrs.get("seed_values"),
         "pruned_at": attrs.get("pruned_at"),
         "parameters": attrs.get("params"),
-        "message": attrs.get("message"),
+        "message": _lost(history) if ended == "lost" else attrs.get("message"),
         "folder": attrs.get("folder"),
         "seconds": attrs.get("seconds"),
         "epochs": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-        "retry_of": attrs.get("retry_of"),
+        "retry_of": history[-1] if history else None,
     }
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's default evaluator's share of each searched key in the value; empty with too few trials."""
+    """PED-ANOVA's share of each searched key in the value; empty with too few trials. Named, not Optuna's default:
+    that is PED-ANOVA from Optuna 5, and before it fANOVA, which needs scikit-learn."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return {k: round(v, 4) for k, v in optuna.importance.get_param_importances(study).items()}
+            found = optuna.importance.get_param_importances(study, evaluator=_evaluator())
+            return {k: round(v, 4) for k, v in found.items()}
     except (ValueError, RuntimeError):  # fewer than two complete trials, or one value only
         return {}
+
+
+def _evaluator():
+    return optuna.importance.PedAnovaImportanceEvaluator()
 
 
 def confirm_command(tune: Tune, params: dict) -> str:
@@ -131,7 +149,7 @@ def save_plot(study: optuna.Study, path) -> bool:
     panels = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for plot in (plot_optimization_history, plot_param_importances):
+        for plot in (plot_optimization_history, functools.partial(plot_param_importances, evaluator=_evaluator())):
             try:
                 ax = plot(study)
             except (ValueError, RuntimeError):

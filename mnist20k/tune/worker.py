@@ -1,6 +1,8 @@
 """A tune worker: claims trials of a study until it has its total, and trains each as ordinary run folders,
 in this process, through the library's train(). `mnist20k tune` starts `--jobs` of them
-(`python -m mnist20k.tune SPEC INDEX`), and a machine joining a shared study starts its own.
+(`python -m mnist20k.tune SPEC INDEX WORKER`), and a machine joining a shared study starts its own. The
+database URL, which may hold a password, comes in the environment ($MNIST20K_STORAGE), never in the
+arguments, which every user of the machine can read (ps).
 
 Every epoch's validation accuracy is reported to Optuna, which may prune the trial; a trial's value is its
 final epoch's, the mean (or the minimum) over its seeds.
@@ -8,13 +10,14 @@ final epoch's, the mean (or the minimum) over its seeds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import optuna
@@ -24,8 +27,18 @@ from mnist20k import process
 from mnist20k.config import TrainConfig, validate
 from mnist20k.errors import Mnist20kError, TrainingDiverged
 from mnist20k.results import epoch_line
+from mnist20k.tune.limits import STORAGE_ENV
 from mnist20k.tune.space import Dimension, parse_search, split_params
-from mnist20k.tune.study import claim, heartbeat, make_pruner, open_storage, open_study, retry
+from mnist20k.tune.study import (
+    claim,
+    heartbeat,
+    lease,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    retry,
+)
 
 
 class Prune(BaseException):
@@ -35,7 +48,8 @@ class Prune(BaseException):
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What every worker of a study is told: plain values, passed on its command line as JSON."""
+    """What every worker of a study is told: plain values, passed on its command line as JSON, all but the
+    storage URL, which goes in its environment."""
 
     folder: str
     storage: str | None  # a database URL, or None for the journal file in `folder`
@@ -50,41 +64,47 @@ class WorkerSpec:
     budget: int
     device: str
     data_dir: str | None
+    max_retry: int  # a trial whose worker stops is tried again this many times at most
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "storage"})
 
     @classmethod
-    def from_json(cls, text: str) -> WorkerSpec:
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, storage: str | None) -> WorkerSpec:
+        values = json.loads(text)
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name != "storage"}, storage=storage)
 
 
-def worker_env(jobs: int) -> dict[str, str]:
+def worker_env(jobs: int, storage: str | None = None) -> dict[str, str]:
     """Workers share the machine's cores: each takes its share of threads (PyTorch's default is every core, and
     two workers with every core each run slower than one), unless OMP_NUM_THREADS says otherwise. Trials of one
-    study are compared with one another, so every worker keeps the same count."""
+    study are compared with one another, so every worker keeps the same count. The storage URL is the study's,
+    or none (the journal file), whatever this shell's $MNIST20K_STORAGE says."""
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
+    env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
+    return {**env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, **({STORAGE_ENV: storage} if storage else {})}
 
 
 def trial_folder(folder: Path, number: int) -> Path:
     return Path(folder) / f"trial-{number:04d}"
 
 
-def work(spec: WorkerSpec, index: int = 0) -> int:
-    """Run trials until the study has its total; the number this worker, the `index`-th, ran."""
+def work(spec: WorkerSpec, index: int, worker: str) -> int:
+    """Run trials until the study has its total; the number this worker, the `index`-th, ran. `worker` is its
+    ID, recorded in each trial it runs; on a journal file, its lease is held until it returns."""
     folder = Path(spec.folder)
-    storage = open_storage(spec.storage, folder)
+    storage = open_storage(spec.storage, folder, spec.max_retry)
     epochs = spec.config.get("epochs", TrainConfig.epochs)
     pruner = make_pruner(spec.pruner, epochs * len(spec.seeds), epochs)
     seed = None if spec.sampler_seed is None else spec.sampler_seed + index
-    study = open_study(storage, spec.study, pruner, optuna.samplers.TPESampler(seed=seed))
+    study = open_study(storage, spec.study, pruner, make_sampler(seed))
     space = parse_search(spec.search)
     ran = 0
-    while (trial := claim(study, storage, folder, spec.trials)) is not None:
-        with heartbeat(storage, trial):
-            run_trial(study, trial, spec, space)
-        ran += 1
+    with lease(folder, worker) if spec.storage is None else contextlib.nullcontext():
+        while (trial := claim(study, storage, folder, spec.trials, worker, spec.max_retry)) is not None:
+            with heartbeat(storage, trial):
+                run_trial(study, trial, spec, space)
+            ran += 1
     return ran
 
 
@@ -119,7 +139,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space:
         _tell(study, trial, "failed", TrialState.FAIL, started)
         return
     except BaseException:  # interrupted, or a bug: the values are tried again by the next worker that asks
-        retry(study, trial)
+        retry(study, trial, spec.max_retry)
         raise
     value = statistics.mean(values) if spec.aggregate == "mean" else min(values)
     trial.set_user_attr("seed_values", values)
@@ -158,10 +178,10 @@ def _tell(study, trial, outcome: str, state: TrialState, started: float, value: 
 def main(argv: list[str]) -> int:
     process.configure()
     process.quiet_optuna()
-    spec, index = WorkerSpec.from_json(argv[0]), int(argv[1])
+    spec, index, worker = WorkerSpec.from_json(argv[0], os.environ.get(STORAGE_ENV)), int(argv[1]), argv[2]
     try:
         with process.sigterm_as_interrupt():
-            ran = work(spec, index)
+            ran = work(spec, index, worker)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         print(f"worker {index}: {ran} trials, peak resident memory {peak:.0f} MB")
     except process.INTERRUPTS as e:

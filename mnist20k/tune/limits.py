@@ -1,0 +1,4 @@
+"""What tune's command line shows in --help before Optuna is imported (it is an extra)."""
+
+MAX_RETRIES = 2  # a trial whose worker stops is tried again this many times at most, then counts as lost
+STORAGE_ENV = "MNIST20K_STORAGE"  # the database URL, for --storage and for the workers (never their argv)
