@@ -107,6 +107,42 @@ def test_eight_workers_opening_a_fresh_database_at_one_instant_all_get_its_one_s
         assert [p.returncode for p in opening] == [0] * 8, said
 
 
+def test_every_call_to_the_database_rides_out_its_restarts(pg):
+    """Two threads asking, telling and reading trials through the storage a worker uses, while the server stops
+    and starts three times (down 1.5 s each): not one call fails, whichever of Optuna's calls it is."""
+    import threading
+
+    from mnist20k.tune.study import open_storage
+
+    study = optuna.create_study(storage=open_storage(pg.url(pg.create_database()), None), study_name="x")
+    failed, done, stop = [], [0], threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                study.get_trials(deepcopy=False)
+                trial = study.ask()
+                trial.set_user_attr("outcome", "complete")
+                study.tell(trial, 0.5)
+                done[0] += 1
+            except Exception as e:
+                failed.append(f"{e!r} from {e.__cause__!r}")
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(1)
+            pg.restart(down_s=1.5)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=150)
+    assert failed == [] and done[0] > 0
+
+
 def test_a_database_restarted_mid_study_is_ridden_out_with_exactly_its_trials(data, tmp_path, pg, spawn):
     """The server stops while trials train and is back 3 s later: the worker and its parent wait for it, the
     study ends with exactly --trials trials, none counted twice, and the same command again finds nothing to do."""

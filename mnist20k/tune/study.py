@@ -114,6 +114,8 @@ def _lost_connection(e: BaseException) -> bool:
 
     if isinstance(e, optuna.exceptions.StorageInternalError):
         e = e.__cause__
+    if isinstance(e, sqlalchemy.exc.PendingRollbackError):  # a session whose connection died mid-transaction
+        return True
     return isinstance(e, sqlalchemy.exc.DBAPIError) and (
         e.connection_invalidated or isinstance(e, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
     )
@@ -134,9 +136,20 @@ def reconnecting(call):
                     raise
                 if time.monotonic() > deadline:
                     raise StorageError(f"lost the study's database for {RECONNECT_S} s: {_first_line(e)}") from None
+                _drop_session(args[0] if args else None)
                 time.sleep(1.0)
 
     return again
+
+
+def _drop_session(owner) -> None:
+    """Optuna keeps one SQLAlchemy session a thread; one whose connection died mid-transaction refuses every
+    call after ("Can't reconnect until invalid transaction is rolled back"), so the next try gets a new one."""
+    storage = owner if isinstance(owner, RDBStorage) else getattr(owner, "_storage", None)
+    storage = getattr(storage, "_backend", storage)  # a Study's storage is Optuna's cache in front of the database
+    if isinstance(storage, RDBStorage):
+        with contextlib.suppress(Exception):
+            storage.scoped_session.remove()
 
 
 class Database(RDBStorage):
@@ -144,8 +157,17 @@ class Database(RDBStorage):
     a dropped connection, but a call made while the server is down still fails)."""
 
 
-for _name, _call in vars(RDBStorage).items():  # its storage API, as BaseStorage has it, and the stale-trial query
-    if inspect.isfunction(_call) and (not _name.startswith("_") or _name == "_get_stale_trial_ids"):
+# Its storage API as BaseStorage has it, and the private calls that Optuna's cache in front of it (_CachedStorage,
+# which every Study uses) makes of it directly.
+_CALLED_BY_THE_CACHE = {
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_get_trials",
+    "_set_trial_param",
+}
+for _name, _call in vars(RDBStorage).items():
+    if inspect.isfunction(_call) and (not _name.startswith("_") or _name in _CALLED_BY_THE_CACHE):
         setattr(Database, _name, reconnecting(_call))
 
 
