@@ -255,7 +255,7 @@ def parse_network_args(pairs: list[str] | None) -> dict | None:
     if not pairs:
         return None
     args = {}
-    for pair in pairs or []:
+    for pair in pairs:
         name, eq, text = pair.partition("=")
         name = name.strip()
         if not eq or not name.isidentifier():

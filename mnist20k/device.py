@@ -1,6 +1,10 @@
-"""Choosing the device a run uses, with a clear refusal when the asked-for one is not there."""
+"""Choosing the device a run uses, with a clear refusal when the asked-for one is not there, and its name as
+records give it."""
 
 from __future__ import annotations
+
+import os
+import platform
 
 import torch
 
@@ -30,3 +34,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def _mps_available() -> bool:
     return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
+def device_name(device: str, threads: int | None = None) -> str:
+    """The device by name; a CPU with its cores and the threads each run uses (`threads`, or this process's)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    if dev.type != "cpu":
+        return dev.type
+    # A CPU run's numbers depend on its thread count (OMP_NUM_THREADS, which every run inherits).
+    threads = threads or torch.get_num_threads()
+    return f"cpu ({platform.machine()}, {os.cpu_count()} CPUs, {threads} thread{'s' * (threads != 1)} a run)"

@@ -73,9 +73,7 @@ def _check_recipe(value: str | None) -> str | None:
 
 Recipe = Annotated[
     str | None,
-    option(
-        "--recipe", metavar="NAME", callback=_check_recipe, help=RECIPE_HELP, default="default", panel=RECIPE
-    ),  # fmt: skip
+    option("--recipe", metavar="NAME", callback=_check_recipe, help=RECIPE_HELP, default="default", panel=RECIPE),
 ]
 
 

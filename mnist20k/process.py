@@ -33,18 +33,6 @@ def keep_freed_memory() -> None:
     mallopt(m_top_pad, 256 << 20)  # grow the heap in large steps
 
 
-def quiet_optuna() -> None:
-    """Optuna logs every trial at INFO; tune prints its own line per trial instead. Optuna also marks the
-    heartbeat and stale-trial recovery experimental, on every call: they are what recovers a dead worker's
-    trials, and the warning tells a user nothing to do."""
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
 class Terminated(BaseException):
     """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt: a killed job stops the way an
     interrupted one does, saving what it has."""

@@ -68,6 +68,16 @@ def test_the_networks_import_nothing_of_mnist20k_and_the_library_no_command_line
             assert not {d for d in deps if is_command_line(d)}, name
 
 
+def test_sweep_and_tune_are_siblings_that_share_only_modules_of_their_own():
+    """What both use (child processes, seeds, the device's name) lives outside either, in children.py, seeds.py
+    and device.py: neither package imports the other."""
+    graph = imports()
+    for name, deps in graph.items():
+        for one, other in (("sweep", "tune"), ("tune", "sweep")):
+            if name.startswith(f"mnist20k.{one}"):
+                assert not {d for d in deps if d.startswith(f"mnist20k.{other}")}, name
+
+
 CHANGES = """
 import ctypes, os, pkgutil, importlib, signal, sys, warnings
 

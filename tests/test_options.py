@@ -114,10 +114,12 @@ def test_sweep_and_tune_give_their_settings_to_every_run(data_dir, tmp_path):
     from mnist20k.tune.prepare import prepare
 
     given = {k: v for k, v in SETTINGS.items() if k != "seed"}
-    swept = sweep.prepare("default", given, [], ["3-4"], tmp_path / "sweep", "cpu", data_dir, None, 99.4, 3, False)
+    where = {"device": "cpu", "data_dir": data_dir, "overwrite": False}
+    swept = sweep.prepare("default", given, [], seeds=["3-4"], out=tmp_path / "sweep", jobs=None, target=99.4, last=3,
+                          **where)  # fmt: skip
     assert [r.config for r in swept.runs] == [make_config(**given, seed=s) for s in (3, 4)]
-    study = prepare("default", given, ["rotate=1:2"], 2, 1, tmp_path / "study", None, None, ["3-4"], "min",
-                    "none", 20_000, "cpu", data_dir, False)  # fmt: skip
+    study = prepare("default", given, ["rotate=1:2"], trials=2, jobs=1, out=tmp_path / "study", storage=None,
+                    study=None, seeds=["3-4"], aggregate="min", pruner="none", budget=20_000, **where)  # fmt: skip
     assert study.config == make_config(**given) and study.spec.seeds == [3, 4] and study.spec.aggregate == "min"
 
 

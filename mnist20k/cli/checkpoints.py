@@ -174,8 +174,16 @@ def export_network(
     if not verify and data_dir is not None:
         raise UsageError("--data-dir holds the test images --verify checks the export on; with --no-verify drop it")
 
-    path, checked = export(checkpoint, format.value, out, overwrite, check=verify, data_dir=data_dir, model=model,
-                           args=parse_network_args(arg))  # fmt: skip
+    path, checked = export(
+        checkpoint,
+        format.value,
+        out,
+        overwrite,
+        check=verify,
+        data_dir=data_dir,
+        model=model,
+        args=parse_network_args(arg),
+    )
     say(f"wrote {path} ({path.stat().st_size:,} bytes)")
     if checked is None:
         say("not checked against PyTorch (--no-verify)")

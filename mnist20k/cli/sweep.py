@@ -30,7 +30,7 @@ def sweep(
         list[str] | None,
         option(
             metavar="SEEDS", help="Seeds: a range 1-5, a list '1 3 7' or 1,3,7; repeatable.", default="1-5", panel=SWEEP
-        ),  # fmt: skip
+        ),
     ] = None,
     grid: Annotated[
         list[str] | None,
@@ -39,7 +39,7 @@ def sweep(
             metavar="KEY=V1,V2",
             help="A grid: every value of KEY, each seed; repeat for more keys.",
             panel=SWEEP,
-        ),  # fmt: skip
+        ),
     ] = None,
     jobs: Annotated[
         int | None,
@@ -49,7 +49,7 @@ def sweep(
         float,
         option(
             help="Accuracy in percent every seed must hold on each of its --last epochs.", default=99.4, panel=SWEEP
-        ),  # fmt: skip
+        ),
     ] = 99.4,
     last: Annotated[
         int, option(min=1, help="How many of each run's last epochs must hold --target.", default=3, panel=SWEEP)
@@ -74,8 +74,19 @@ def sweep(
 
     out = out or new_run_path("runs", prefix="sweep-")
     overrides = {**plain(settings), "args": parse_network_args(arg)}
-    job = sweeps.prepare(recipe or "default", overrides, grid or [], seeds or ["1-5"], out, device, data_dir, jobs,
-                         target, last, overwrite)  # fmt: skip
+    job = sweeps.prepare(
+        recipe or "default",
+        overrides,
+        grid or [],
+        seeds=seeds or ["1-5"],
+        out=out,
+        device=device,
+        data_dir=data_dir,
+        jobs=jobs,
+        target=target,
+        last=last,
+        overwrite=overwrite,
+    )
     with on_stderr(json_output):  # with --json, stdout holds the JSON alone
         view = SweepView(sum(r.config.epochs for r in job.runs), last, target)
         say(f"sweep of {plural(len(job.runs), 'run')}, {job.jobs} at a time -> {out}")

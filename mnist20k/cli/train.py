@@ -81,9 +81,17 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite, model)
     try:
         with process.sigterm_as_interrupt():
             metrics = run_training(
-                config, data_dir=data_dir, out_dir=out, device=device, resume=resume, overwrite=overwrite, model=model,
-                on_start=view.start, on_step=view.step, on_epoch=view.epoch,
-            )  # fmt: skip
+                config,
+                data_dir=data_dir,
+                out_dir=out,
+                device=device,
+                resume=resume,
+                overwrite=overwrite,
+                model=model,
+                on_start=view.start,
+                on_step=view.step,
+                on_epoch=view.epoch,
+            )
     except process.INTERRUPTS as e:
         view.stop()
         typer.echo(view.interrupted_message(), err=True)

@@ -23,10 +23,10 @@ from mnist20k.options import (
     plain,
     with_settings,
 )
-from mnist20k.tune.limits import MAX_RETRIES, STORAGE_ENV
+from mnist20k.tune.limits import AGGREGATES, MAX_RETRIES, PRUNERS, STORAGE_ENV
 
-Pruner = choices("Pruner", ("median", "hyperband", "none"))
-Aggregate = choices("Aggregate", ("mean", "min"))
+Pruner = choices("Pruner", PRUNERS)
+Aggregate = choices("Aggregate", AGGREGATES)
 
 
 STUDY, STORAGE = "Study", "Storage"
@@ -63,7 +63,7 @@ def tune(
             help="A trial whose network has more parameters is not trained.",
             default=f"{PARAM_BUDGET:,}",
             panel=STUDY,
-        ),  # fmt: skip
+        ),
     ] = PARAM_BUDGET,
     sampler_seed: Annotated[
         int | None,
@@ -112,18 +112,35 @@ def tune(
         if e.name != "optuna":
             raise
         raise Mnist20kError("tune needs Optuna: pip install 'mnist20k[tune]'") from None
+    from mnist20k.children import Interrupted
     from mnist20k.render import on_stderr, plural, say
     from mnist20k.render_tune import TuneView
     from mnist20k.rundir import new_run_path
-    from mnist20k.sweep import Interrupted
+    from mnist20k.tune.study import quiet_optuna
 
-    process.quiet_optuna()
+    quiet_optuna()
     out = out or new_run_path("runs", prefix="tune-")
     overrides = {**plain(settings), "args": parse_network_args(arg)}
     base = recipe or "default"
-    job = prepare(base, overrides, search or [], trials, jobs, out, storage, study, seeds or ["1"],
-                         aggregate.value, pruner.value, budget, device, data_dir, overwrite, sampler_seed,
-                         max_retries)  # fmt: skip
+    job = prepare(
+        base,
+        overrides,
+        search or [],
+        trials=trials,
+        jobs=jobs,
+        out=out,
+        storage=storage,
+        study=study,
+        seeds=seeds or ["1"],
+        aggregate=aggregate.value,
+        pruner=pruner.value,
+        budget=budget,
+        device=device,
+        data_dir=data_dir,
+        overwrite=overwrite,
+        sampler_seed=sampler_seed,
+        max_retry=max_retries,
+    )
     with on_stderr(json_output):  # with --json, stdout holds the JSON alone
         view = TuneView(trials)
         say(f"study {job.spec.study!r}: {plural(trials, 'trial')}, {plural(jobs, 'worker')} -> {out}")

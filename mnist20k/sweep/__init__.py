@@ -10,10 +10,12 @@ folder, and a run's numbers are those of the same `mnist20k train` command: on a
 PyTorch's default thread count whatever --jobs is, since the thread count changes a CPU run's numerics.
 
 plan.py decides what runs (seeds x grid -> folders and configs), jobs.py trains them as child processes
-through runner.py, and record.py keeps sweep.json.
+through mnist20k.children (as tune runs its workers), and record.py keeps sweep.json.
 """
 
-from mnist20k.sweep.jobs import Interrupted, child_command, last_log_line, run, run_state
+from mnist20k.children import Interrupted
+from mnist20k.seeds import parse_seeds
+from mnist20k.sweep.jobs import child_command, last_log_line, run, run_state
 from mnist20k.sweep.plan import (
     SWEEP_FILE,
     Job,
@@ -26,7 +28,6 @@ from mnist20k.sweep.plan import (
     default_jobs,
     identity,
     parse_grid,
-    parse_seeds,
     plan,
     prepare,
     run_label,
@@ -34,8 +35,28 @@ from mnist20k.sweep.plan import (
 from mnist20k.sweep.record import build_record, read_metrics, summary_object, write_record
 
 __all__ = [
-    "SWEEP_FILE", "Interrupted", "Job", "Planned", "State", "Sweep", "build_record", "check_folder",
-    "check_runs_can_start", "child_command", "configuration_name", "default_jobs", "identity", "last_log_line",
-    "parse_grid", "parse_seeds", "plan", "prepare", "read_metrics", "run", "run_label", "run_state", "summary_object",
+    "SWEEP_FILE",
+    "Interrupted",
+    "Job",
+    "Planned",
+    "State",
+    "Sweep",
+    "build_record",
+    "check_folder",
+    "check_runs_can_start",
+    "child_command",
+    "configuration_name",
+    "default_jobs",
+    "identity",
+    "last_log_line",
+    "parse_grid",
+    "parse_seeds",
+    "plan",
+    "prepare",
+    "read_metrics",
+    "run",
+    "run_label",
+    "run_state",
+    "summary_object",
     "write_record",
-]  # fmt: skip
+]

@@ -12,12 +12,12 @@ from dataclasses import asdict
 
 from mnist20k import process
 from mnist20k.checkpoint import CHECKPOINT_NAME
+from mnist20k.children import Interrupted, Runner
 from mnist20k.errors import OutputError, UsageError
 from mnist20k.files import reason
 from mnist20k.rundir import write_config
 from mnist20k.sweep.plan import Job, Planned, State, Sweep
 from mnist20k.sweep.record import read_metrics, write_record
-from mnist20k.sweep.runner import Runner
 
 LOG_NAME = "train.log"  # each run's own output, beside its checkpoint
 POLL_S = 0.5  # how often the progress is told while runs train
@@ -51,13 +51,6 @@ def child_command(job: Job, sweep: Sweep) -> list[str]:
     # else is in the folder is a run stopped before its first epoch ended (or --overwrite was given).
     config = job.run.folder / "config.json"
     return [*base, "--config", str(config), "--out", str(job.run.folder), "--overwrite", *code]
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the sweep; every run's last completed epoch is saved."""
-
-    def __init__(self, code: int):
-        self.code = code
 
 
 def run(

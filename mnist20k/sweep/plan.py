@@ -13,26 +13,9 @@ from pathlib import Path
 
 from mnist20k.config import TrainConfig, flag, make_config, parse_setting, setting_name
 from mnist20k.errors import OutputError, UsageError
+from mnist20k.seeds import parse_seeds
 
 SWEEP_FILE = "sweep.json"
-
-
-def parse_seeds(values: list[str]) -> list[int]:
-    """["1-5"], ["1 3 7"], ["1,3", "8-9"] -> the seeds in order given, each once."""
-    seeds: list[int] = []
-    for token in re.split(r"[\s,]+", " ".join(values).strip()):
-        if not token:
-            continue
-        low, dash, high = token.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise UsageError(f"--seeds: {token!r} is not a seed or a range like 1-5 (seeds are whole numbers >= 0)")
-        first, last = int(low), int(high) if dash else int(low)
-        if last < first:
-            raise UsageError(f"--seeds: {token} is a reversed range; write {last}-{first}")
-        seeds += [s for s in range(first, last + 1) if s not in seeds]
-    if not seeds:
-        raise UsageError("--seeds: no seeds given; e.g. --seeds 1-5 or --seeds '1 3 7'")
-    return seeds
 
 
 def parse_grid(pairs: list[str], given: dict) -> dict[str, list]:
@@ -176,6 +159,7 @@ def prepare(
     recipe: str,
     overrides: dict,
     grid: list[str],
+    *,
     seeds: list[str],
     out: Path,
     device: str,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,7 +54,7 @@ def build_record(sweep: Sweep) -> dict:
         "seeds": sorted({r.seed for r in sweep.runs}, key=[r.seed for r in sweep.runs].index),
         "target": sweep.target,
         "last": sweep.last,
-        "device": device_name(sweep.device),
+        "device": _device_name(sweep.device),
         "torch": torch.__version__,
         "mnist20k": __version__,
         "complete": complete,
@@ -87,20 +85,10 @@ def summary_object(record: dict) -> dict:
 
 
 @functools.cache  # sweep.json is rewritten after every run; the device does not change
-def device_name(device: str, threads: int | None = None) -> str:
-    """The device by name; a CPU with its cores and the threads each run uses (`threads`, or this process's)."""
-    import torch
+def _device_name(device: str) -> str:
+    from mnist20k.device import device_name  # torch, imported when a record is made, not with the package
 
-    from mnist20k.device import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    if dev.type != "cpu":
-        return dev.type
-    # A CPU run's numbers depend on its thread count (OMP_NUM_THREADS, which every run inherits).
-    threads = threads or torch.get_num_threads()
-    return f"cpu ({platform.machine()}, {os.cpu_count()} CPUs, {threads} thread{'s' * (threads != 1)} a run)"
+    return device_name(device)
 
 
 def read_metrics(folder: Path) -> list[dict]:

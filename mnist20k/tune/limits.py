@@ -2,3 +2,5 @@
 
 MAX_RETRIES = 2  # a trial whose worker stops is tried again this many times at most, then counts as lost
 STORAGE_ENV = "MNIST20K_STORAGE"  # the database URL, for --storage and for the workers (never their argv)
+PRUNERS = ("median", "hyperband", "none")  # make_pruner's names
+AGGREGATES = ("mean", "min")  # a trial's value over its seeds

@@ -10,15 +10,14 @@ from pathlib import Path
 
 from mnist20k.config import MAX_VAL, TrainConfig, make_config, validate
 from mnist20k.errors import Mnist20kError, OutputError, UsageError
-from mnist20k.sweep.plan import parse_seeds
+from mnist20k.seeds import parse_seeds
 from mnist20k.tune.limits import MAX_RETRIES
 from mnist20k.tune.space import Dimension, parse_search, split_params
-from mnist20k.tune.study import JOURNAL, PRUNERS
+from mnist20k.tune.study import JOURNAL
 from mnist20k.tune.worker import WorkerSpec
 
 TUNE_FILE = "tune.json"
 DEFAULT_VAL = 10_000
-AGGREGATES = ("mean", "min")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ def prepare(
     recipe: str,
     overrides: dict,
     search: list[str],
+    *,
     trials: int,
     jobs: int,
     out: Path,
@@ -71,8 +71,6 @@ def prepare(
     from mnist20k.data import load_split
     from mnist20k.networks import network_for
 
-    if aggregate not in AGGREGATES or pruner not in PRUNERS:  # typer's choices make these unreachable from the CLI
-        raise UsageError(f"--aggregate is one of {', '.join(AGGREGATES)}; --pruner one of {', '.join(PRUNERS)}")
     if overrides.get("seed") is not None:
         raise UsageError("tune trains each trial on the seeds of --seeds; write --seeds " + str(overrides["seed"]))
     if aggregate == "min" and len(parse_seeds(seeds)) == 1:
@@ -90,11 +88,21 @@ def prepare(
     check_folder(out, overwrite)
     load_split(data_dir, train=True)  # the training file only: the test files are never opened
     spec = WorkerSpec(
-        folder=str(out), storage=storage, study=study or out.name, search=search, config=asdict(config),
-        trials=trials, seeds=parse_seeds(seeds), aggregate=aggregate, pruner=pruner, sampler_seed=sampler_seed,
-        budget=budget, device=device, max_retry=max_retry,
+        folder=str(out),
+        storage=storage,
+        study=study or out.name,
+        search=search,
+        config=asdict(config),
+        trials=trials,
+        seeds=parse_seeds(seeds),
+        aggregate=aggregate,
+        pruner=pruner,
+        sampler_seed=sampler_seed,
+        budget=budget,
+        device=device,
+        max_retry=max_retry,
         data_dir=None if data_dir is None else str(data_dir),
-    )  # fmt: skip
+    )
     return Tune(spec, space, config, jobs, overwrite)
 
 

@@ -1,5 +1,5 @@
-"""A study run: `--jobs` worker processes started through sweep's runner, watched until the study has its trials,
-and the record written at the end.
+"""A study run: `--jobs` worker processes started through mnist20k.children, watched until the study has its
+trials, and the record written at the end.
 
 The parent never waits on a dead worker. Each poll it looks at its workers' exit codes and at the study's trials:
 - a worker killed by a signal it did not send (the OOM killer, a kill -9) has its running trial failed and
@@ -23,10 +23,9 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from optuna.trial import TrialState
 
 from mnist20k import process
+from mnist20k.children import Interrupted, Runner
 from mnist20k.errors import Mnist20kError, OutputError
 from mnist20k.files import reason
-from mnist20k.sweep.jobs import Interrupted
-from mnist20k.sweep.runner import Runner
 from mnist20k.tune.prepare import Tune
 from mnist20k.tune.record import write_record
 from mnist20k.tune.study import finished, load_study, new_worker_id, open_storage, retry_dead

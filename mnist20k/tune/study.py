@@ -54,6 +54,14 @@ class StorageError(Mnist20kError):
     """The study's database or journal file cannot be reached or opened."""
 
 
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; tune prints its own line per trial instead. Optuna also marks the
+    heartbeat and stale-trial recovery experimental, on every call: they are what recovers a dead worker's
+    trials, and the warning tells a user nothing to do."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def new_worker_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -206,9 +214,6 @@ def make_sampler(seed: int | None):
     that parallel workers do not all sample next to the best point; the default has changed between Optuna
     versions, so it is set here."""
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
-PRUNERS = ("median", "hyperband", "none")
 
 
 def make_pruner(name: str, steps: int, epochs: int):

@@ -37,6 +37,7 @@ from mnist20k.tune.study import (
     make_sampler,
     open_storage,
     open_study,
+    quiet_optuna,
     retry,
 )
 
@@ -164,8 +165,9 @@ def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec,
                 where = f"epoch {record['epoch']}" + (f" of seed {seed}" if len(spec.seeds) > 1 else "")
                 raise Prune(where)
 
-        metrics = train(config, data_dir=spec.data_dir, out_dir=run, device=spec.device, overwrite=True,
-                        on_epoch=on_epoch)  # fmt: skip
+        metrics = train(
+            config, data_dir=spec.data_dir, out_dir=run, device=spec.device, overwrite=True, on_epoch=on_epoch
+        )
     return metrics[-1]["val_accuracy"]
 
 
@@ -177,7 +179,7 @@ def _tell(study, trial, outcome: str, state: TrialState, started: float, value: 
 
 def main(argv: list[str]) -> int:
     process.configure()
-    process.quiet_optuna()
+    quiet_optuna()
     spec, index, worker = WorkerSpec.from_json(argv[0], os.environ.get(STORAGE_ENV)), int(argv[1]), argv[2]
     try:
         with process.sigterm_as_interrupt():

@@ -1,5 +1,5 @@
 """Child processes, a few at a time: started, waited for and stopped. Nothing here knows what they train;
-sweep runs `mnist20k train` children through it, and any other caller that trains in processes can.
+sweep runs `mnist20k train` children through it and tune its workers, siblings that share this and nothing else.
 
 Each child is started and waited for by a worker thread of a ThreadPoolExecutor, so the caller's thread
 (where Python delivers Ctrl-C and SIGTERM) only waits on futures. A child is started and registered under
@@ -45,9 +45,13 @@ class Runner:
                 # A session of its own: a terminal's Ctrl-C reaches the caller alone, which passes it on to
                 # each child once, as SIGTERM (a child that got it twice could stop in the middle of saving).
                 child = subprocess.Popen(
-                    command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
                     start_new_session=True,
-                )  # fmt: skip
+                )
                 self._running.append(child)
             code = child.wait()
             with self._lock:
@@ -74,3 +78,11 @@ class Runner:
     def close(self) -> None:
         """Wait for the workers: every child has ended, and none is waiting to start."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the children; each saved what it had finished (a run its last epoch, a tune
+    worker its trial, queued again)."""
+
+    def __init__(self, code: int):
+        self.code = code
