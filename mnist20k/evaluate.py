@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,39 +115,3 @@ def find_mistakes(log_probs: torch.Tensor, labels: torch.Tensor, limit: int) -> 
     wrong = torch.nonzero(predicted != labels).flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:limit].tolist()
     return [Mistake(i, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in wrong]
-
-
-def save_mistake_grid(images: torch.Tensor, mistakes: list[Mistake], path: Path | str, per_row: int = 10) -> None:
-    """The misread digits as one PNG, tiles in the order of `mistakes`, row by row, each captioned
-    "true→predicted" and the confidence of the wrong answer, so the picture reads on its own."""
-    from PIL import Image, ImageDraw, ImageFont
-    from torchvision.utils import make_grid
-
-    from mnist20k.files import write_file
-
-    tiles = images[[m.index for m in mistakes]].float().cpu() / 255  # (N, 1, 28, 28)
-    tiles = F.interpolate(tiles, scale_factor=2, mode="nearest")  # big enough to see
-    tiles = F.pad(tiles, (0, 0, 0, CAPTION_PX), value=0.15)  # a dark strip under each digit for its caption
-    grid = make_grid(tiles, nrow=per_row, padding=2, pad_value=0.5)[0]  # (H, W), grey
-    picture = Image.fromarray(grid.mul(255).round().to(torch.uint8).numpy(), mode="L")
-    draw, font = ImageDraw.Draw(picture), ImageFont.load_default(size=CAPTION_PX - 2)
-    tile_h, tile_w = tiles.shape[2] + 2, tiles.shape[3] + 2
-    for i, m in enumerate(mistakes):
-        x, y = 2 + (i % per_row) * tile_w, 2 + (i // per_row) * tile_h + tiles.shape[2] - CAPTION_PX
-        _caption(draw, font, x + 2, y + 1, str(m.label), f"{m.predicted}  {m.confidence:.0%}")
-    png = io.BytesIO()
-    picture.save(png, format="PNG")
-    write_file(path, png.getvalue())
-
-
-CAPTION_PX = 12  # height of each tile's caption strip, in pixels
-
-
-def _caption(draw, font, x: int, y: int, before: str, after: str) -> None:
-    """`before` -> `after` in white, the arrow drawn: PIL's built-in font has no arrow glyph."""
-    draw.text((x, y), before, fill=255, font=font)
-    x += font.getlength(before) + 1
-    mid = y + CAPTION_PX // 2 - 1
-    draw.line([(x, mid), (x + 6, mid)], fill=255)
-    draw.polygon([(x + 7, mid), (x + 4, mid - 3), (x + 4, mid + 3)], fill=255)
-    draw.text((x + 9, y), after, fill=255, font=font)

@@ -11,12 +11,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "mnist20k"
 COMMAND_LINE = {
     "cli",
-    "options",
-    "render",
-    "render_sweep",
-    "render_tune",
     "__main__",
-}  # the CLI's own modules; the rest is the library
+}  # the CLI's own modules (cli/ holds options, rendering, pictures); the rest is the library
 
 
 def module_name(path: Path) -> str:
@@ -66,6 +62,18 @@ def test_the_networks_import_nothing_of_mnist20k_and_the_library_no_command_line
     for name, deps in graph.items():
         if not is_command_line(name):
             assert not {d for d in deps if is_command_line(d)}, name
+
+
+def test_only_the_command_line_imports_typer_or_rich():
+    """typer and rich make the command line; the library under it prints nothing of its own design."""
+    for path in PACKAGE.rglob("*.py"):
+        if module_name(path).split(".")[1:2] in (["cli"], ["__main__"]):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.split(".")[0] in ("typer", "rich")], path
 
 
 def test_sweep_and_tune_are_siblings_that_share_only_modules_of_their_own():

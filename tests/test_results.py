@@ -39,7 +39,7 @@ def full_records(*accuracies):
     ],
 )
 def test_the_end_of_a_run_says_its_time_to_target(accuracies, line, tmp_path, capsys):
-    from mnist20k.render import TrainView
+    from mnist20k.cli.render import TrainView
 
     TrainView(make_config(), tmp_path).finish(full_records(*accuracies), curves=True)
     assert line in capsys.readouterr().out.splitlines()

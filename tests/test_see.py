@@ -12,11 +12,11 @@ from torchvision.io import decode_image, encode_jpeg, write_png
 from typer.testing import CliRunner
 
 from mnist20k.cli import app
+from mnist20k.cli.plots import CAPTION_PX
+from mnist20k.cli.render import sparkline
 from mnist20k.config import make_config
 from mnist20k.data import load_split
-from mnist20k.evaluate import CAPTION_PX
 from mnist20k.predict import read_digit
-from mnist20k.render import sparkline
 from mnist20k.train import train
 
 runner = CliRunner()
@@ -207,7 +207,7 @@ def test_curves_png_draws_every_epoch_of_each_curve_on_whole_epochs(epochs, data
 
 
 def test_the_accuracy_axis_fits_the_run():
-    from mnist20k.plots import accuracy_range
+    from mnist20k.cli.plots import accuracy_range
 
     low, high = accuracy_range([81.8])
     assert low < 81.8 < high
@@ -230,7 +230,7 @@ def test_sparkline_spans_lowest_to_highest():
 
 
 def test_progress_says_when_the_test_set_is_being_scored(tmp_path):
-    from mnist20k.render import TrainView
+    from mnist20k.cli.render import TrainView
 
     view = TrainView(make_config(), tmp_path)
     view.step(1, 5, 10, 0.5)

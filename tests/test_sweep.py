@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
-from mnist20k.render_sweep import verdict
+from mnist20k.cli.render_sweep import verdict
 from mnist20k.results import summarize
 from mnist20k.sweep import parse_grid, parse_seeds, plan
 

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import parse_network_args
-from mnist20k.errors import Mnist20kError, UsageError
-from mnist20k.options import (
+from mnist20k.cli.options import (
     Checkpoint,
     DataDir,
     Device,
@@ -22,6 +20,8 @@ from mnist20k.options import (
     out_option,
     overwrite_option,
 )
+from mnist20k.config import parse_network_args
+from mnist20k.errors import Mnist20kError, UsageError
 
 
 def evaluate(
@@ -41,8 +41,9 @@ def evaluate(
     arg: NetworkArgs = None,
 ) -> None:
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
-    from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, save_mistake_grid, score_log_probs
-    from mnist20k.render import print_mistakes, print_score
+    from mnist20k.cli.plots import save_mistake_grid
+    from mnist20k.cli.render import print_mistakes, print_score
+    from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, score_log_probs
 
     if errors is None and errors_limit is not None:
         raise UsageError("--errors-limit sets how many tiles --errors draws: give --errors FILE.png too")
@@ -85,10 +86,10 @@ def predict(
     import torch
 
     from mnist20k.checkpoint import load_model
+    from mnist20k.cli.render import print_predictions
     from mnist20k.device import resolve_device
     from mnist20k.predict import predict as classify
     from mnist20k.predict import read_digit
-    from mnist20k.render import print_predictions
 
     dev = resolve_device(device)
     network = load_model(checkpoint, dev, model, parse_network_args(arg))
@@ -128,9 +129,9 @@ def draw(
 ) -> None:
     """Draw digits in your browser and watch the network read them; Ctrl-C stops it."""
     from mnist20k.checkpoint import load_model
+    from mnist20k.cli.render import say
     from mnist20k.device import resolve_device
     from mnist20k.draw import LOCAL, DrawServer
-    from mnist20k.render import say
 
     dev = resolve_device(device)
     network = load_model(checkpoint, dev, model, parse_network_args(arg))
@@ -168,8 +169,8 @@ def export_network(
     arg: NetworkArgs = None,
 ) -> None:
     """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
+    from mnist20k.cli.render import say
     from mnist20k.export import TOLERANCE, export
-    from mnist20k.render import say
 
     if not verify and data_dir is not None:
         raise UsageError("--data-dir holds the test images --verify checks the export on; with --no-verify drop it")

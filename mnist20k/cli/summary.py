@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
+from mnist20k.cli.options import NetworkArgs, option
 from mnist20k.config import PARAM_BUDGET, current_name, parse_network_args
-from mnist20k.options import NetworkArgs, option
 
 
 def summary(
@@ -20,7 +20,7 @@ def summary(
     ] = PARAM_BUDGET,
 ) -> None:
     """Print the network's layer table (torchinfo), receptive field, and checklist against the budget."""
-    from mnist20k.render import print_summary
+    from mnist20k.cli.render import print_summary
 
     if not print_summary(current_name("model", model), parse_network_args(arg) or {}, budget):
         raise typer.Exit(1)

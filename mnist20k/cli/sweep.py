@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import parse_network_args
-from mnist20k.options import (
+from mnist20k.cli.options import (
     DataDir,
     Device,
     Json,
@@ -20,6 +19,7 @@ from mnist20k.options import (
     plain,
     with_settings,
 )
+from mnist20k.config import parse_network_args
 
 SWEEP = "Sweep"
 
@@ -68,8 +68,8 @@ def sweep(
     Running the same command into the same --out again skips finished runs and resumes unfinished ones."""
     from mnist20k import process
     from mnist20k import sweep as sweeps
-    from mnist20k.render import on_stderr, plural, say
-    from mnist20k.render_sweep import SweepView
+    from mnist20k.cli.render import on_stderr, plural, say
+    from mnist20k.cli.render_sweep import SweepView
     from mnist20k.rundir import new_run_path
 
     out = out or new_run_path("runs", prefix="sweep-")

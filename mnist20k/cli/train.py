@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import parse_network_args
-from mnist20k.errors import UsageError
-from mnist20k.options import (
+from mnist20k.cli.options import (
     OUTPUT,
     RECIPE,
     DataDir,
@@ -22,6 +20,8 @@ from mnist20k.options import (
     plain,
     with_settings,
 )
+from mnist20k.config import parse_network_args
+from mnist20k.errors import UsageError
 
 
 @with_settings
@@ -48,8 +48,8 @@ def train(
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set (or --val held-out images) and save it."""
+    from mnist20k.cli.render import TrainView
     from mnist20k.config import config_for_run, flag
-    from mnist20k.render import TrainView
     from mnist20k.rundir import new_run_path
 
     overrides = {**plain(settings), "args": parse_network_args(arg)}
@@ -98,6 +98,6 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite, model)
         raise typer.Exit(process.exit_code(e)) from None
     finally:
         view.stop()
-    from mnist20k.plots import save_curves
+    from mnist20k.cli.plots import save_curves
 
     view.finish(metrics, curves=save_curves(metrics, Path(out) / "curves.png"))

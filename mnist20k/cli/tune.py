@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import PARAM_BUDGET, parse_network_args
-from mnist20k.errors import Mnist20kError
-from mnist20k.options import (
+from mnist20k.cli.options import (
     DataDir,
     Device,
     Json,
@@ -23,6 +21,8 @@ from mnist20k.options import (
     plain,
     with_settings,
 )
+from mnist20k.config import PARAM_BUDGET, parse_network_args
+from mnist20k.errors import Mnist20kError
 from mnist20k.tune.limits import AGGREGATES, MAX_RETRIES, PRUNERS, STORAGE_ENV
 
 Pruner = choices("Pruner", PRUNERS)
@@ -113,8 +113,8 @@ def tune(
             raise
         raise Mnist20kError("tune needs Optuna: pip install 'mnist20k[tune]'") from None
     from mnist20k.children import Interrupted
-    from mnist20k.render import on_stderr, plural, say
-    from mnist20k.render_tune import TuneView
+    from mnist20k.cli.render import on_stderr, plural, say
+    from mnist20k.cli.render_tune import TuneView
     from mnist20k.rundir import new_run_path
     from mnist20k.tune.study import quiet_optuna
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from mnist20k.render import console, live_bar, say
+from mnist20k.cli.render import console, live_bar, say
 from mnist20k.results import accuracy, epochs_counted, lowest_of_last
 
 

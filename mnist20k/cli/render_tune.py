@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mnist20k.render import console, live_bar, plural, say
+from mnist20k.cli.render import console, live_bar, plural, say
 
 
 def describe(params: dict) -> str:
