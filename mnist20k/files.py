@@ -45,6 +45,22 @@ def _discard(tmp: Path) -> None:
         tmp.unlink()
 
 
+def write_figure(fig, path: Path | str, kept: str) -> None:
+    """A matplotlib figure as the PNG `path`, closed after; when it cannot be written, the one line says what is
+    saved all the same (`kept`: "the run itself is saved"), since a picture is never the only record."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    try:
+        write_file(path, png.getvalue())
+    except OutputError as e:
+        raise OutputError(f"{e}; {kept}") from None
+
+
 def check_writable(path: Path | str) -> None:
     """Fail now, before the work that makes the file: `path`'s folder takes a new file (one is made there and
     removed), or OutputError says why not, as write_file would."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist20k.evaluate import Mistake
-from mnist20k.files import write_file
+from mnist20k.files import write_figure, write_file
 
 
 def save_curves(metrics: list[dict], path: Path) -> bool:
@@ -23,7 +23,6 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
         import matplotlib.ticker
     except ImportError:
         return False
-    from mnist20k.errors import OutputError
     from mnist20k.results import TARGET, split
 
     s = split(metrics[-1])
@@ -49,13 +48,7 @@ def save_curves(metrics: list[dict], path: Path) -> bool:
         ax.grid(alpha=0.3)
         ax.set_xlim(0.5, len(epochs) + 0.5)  # whole epochs, a single one included
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
-    try:
-        write_file(path, png.getvalue())
-    except OutputError as e:
-        raise OutputError(f"{e}; the run itself is saved") from None
+    write_figure(fig, path, "the run itself is saved")
     return True
 
 

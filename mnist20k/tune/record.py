@@ -16,8 +16,7 @@ from optuna.trial import TrialState
 from mnist20k import __version__
 from mnist20k.config import SETTINGS, flag, make_config
 from mnist20k.device import device_name
-from mnist20k.errors import OutputError
-from mnist20k.files import write_file
+from mnist20k.files import write_figure, write_file
 from mnist20k.tune.prepare import TUNE_FILE, Tune
 from mnist20k.tune.space import split_params
 from mnist20k.tune.study import finished, outcome
@@ -166,11 +165,5 @@ def save_plot(study: optuna.Study, path) -> bool:
     for ax, image in zip(list(axes) if len(panels) > 1 else [axes], panels, strict=True):
         ax.imshow(image)
         ax.axis("off")
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    try:
-        write_file(path, out.getvalue())
-    except OutputError as e:
-        raise OutputError(f"{e}; tune.json and the study itself are saved") from None
+    write_figure(fig, path, "tune.json and the study itself are saved")
     return True
