@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -162,11 +163,11 @@ def validate(c: TrainConfig) -> None:
             1 <= c.batch_size <= TRAIN_IMAGES,
             f"--batch-size must be between 1 and {TRAIN_IMAGES:,}, got {c.batch_size}",
         ),
-        (_finite(c.lr) and c.lr > 0, f"--lr must be a positive number, got {c.lr}"),
+        (math.isfinite(c.lr) and c.lr > 0, f"--lr must be a positive number, got {c.lr}"),
         (c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
         (0 < c.warmup < 1, f"--warmup must be between 0 and 1, got {c.warmup}"),
         (0 <= c.momentum < 1, f"--momentum must be in [0, 1), got {c.momentum}"),
-        (_finite(c.weight_decay) and c.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (math.isfinite(c.weight_decay) and c.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 <= c.dropout < 1, f"--dropout must be in [0, 1), got {c.dropout}"),
         (0 <= c.rotate <= 180, f"--rotate must be between 0 and 180 degrees, got {c.rotate}"),
         (0 <= c.translate <= 14, f"--translate must be between 0 and 14 pixels, got {c.translate}"),
@@ -194,10 +195,6 @@ def _is_json(value: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
 
 
 # ---- the settings' schema: each TrainConfig field's type, and how a value of it is read ---------------
