@@ -17,7 +17,7 @@ import torch
 
 from mnist20k.config import make_config
 from mnist20k.data import load_split
-from mnist20k.networks import network_for
+from mnist20k.nets import build
 from mnist20k.step import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
 from mnist20k.train import train
 
@@ -27,7 +27,7 @@ def profile_steps(config, data_dir: str | None, n: int) -> None:
 
     dev = torch.device("cuda")
     images, labels = load_split(data_dir, train=True, device=dev)
-    model = network_for(config.model, config.args, config.dropout).module
+    model = build(config.model, config.args, dropout=config.dropout).module
     model = model.to(dev, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, lr_on_device=True)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch(len(images), config))

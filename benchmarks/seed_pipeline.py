@@ -21,7 +21,7 @@ from torchvision import datasets, transforms
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD
 from mnist20k.device import resolve_device
-from mnist20k.networks import build_model
+from mnist20k.nets import build_model
 
 BATCH = 128
 RECIPE = make_config("original")  # the seed document's settings: lr, momentum, dropout, rotation

@@ -77,7 +77,7 @@ def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_gra
     config = make_config(recipe, amp=amp, compile=compile, cuda_graph=cuda_graph)
     r = prepare(config, data_dir, out_dir=None, device=str(dev), resume=None, overwrite=False)
     loss_sum = torch.zeros((), device=r.dev)
-    r.model.train()
+    r.network.module.train()
 
     def step():
         nonlocal loss_sum
@@ -85,7 +85,7 @@ def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_gra
         loss_sum += r.batch_step(idx)
         r.scheduler.step()
 
-    return step, r.model, r.gen, r.scored
+    return step, r.network.module, r.gen, r.scored
 
 
 def mnist20k_pipeline(data_dir, dev, recipe, steps, warmup, amp, compile, cuda_graph, profile=False):

@@ -7,9 +7,9 @@ Importing this package does not import torch; the names below load their modules
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "mnist20k.networks",
-    "count_params": "mnist20k.networks",
-    "MODELS": "mnist20k.model",
+    "build_model": "mnist20k.nets",
+    "count_params": "mnist20k.nets",
+    "PRESETS": "mnist20k.nets.builtin",
     "TrainConfig": "mnist20k.config",
     "make_config": "mnist20k.config",
     "train": "mnist20k.train",

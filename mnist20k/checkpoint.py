@@ -12,9 +12,9 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import TypedDict
 
 import torch
-from torch import nn
 
 from mnist20k.errors import CheckpointError
 from mnist20k.files import reason, write_file
@@ -22,13 +22,36 @@ from mnist20k.files import reason, write_file
 FORMAT = "mnist20k-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
-REQUIRED_KEYS = ("format", "format_version", "model", "model_state", "config", "epoch", "metrics")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+class Saved(TypedDict):
+    """What every checkpoint holds: enough to rebuild, score and export the network. (Keys are the file's.)"""
+
+    format: str  # FORMAT
+    format_version: int  # FORMAT_VERSION when written; a reader takes any up to its own
+    model: dict  # what rebuilds the network: nets.Network.record()
+    model_state: dict  # the network's state dict
+    config: dict  # the run's TrainConfig, as config.json holds it
+    epoch: int  # epochs completed
+    metrics: list[dict]  # one record an epoch, as metrics.jsonl holds them
+
+
+class Checkpoint(Saved, total=False):
+    """The checkpoint's one layout: training writes it each epoch; resume reads the training state back."""
+
+    mnist20k_version: str
+    optimizer_state: dict  # with lr as floats (train._lr_as_float), so that it resumes on any device
+    scheduler_state: dict
+    rng: dict  # "torch", "generator", "device" (the generator's device type), and "cuda" on CUDA
+
+
+REQUIRED_KEYS = tuple(Saved.__annotations__)
+
+
+def save_checkpoint(path: Path, state: Checkpoint) -> None:
     """`state` as a checkpoint at `path`, atomically; a failed write (OutputError) leaves the old file whole."""
     buffer = io.BytesIO()  # serialized in memory: a checkpoint is a few hundred kB
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buffer)
+    torch.save(state, buffer)
     write_file(path, buffer.getvalue())
 
 
@@ -44,7 +67,7 @@ def find_checkpoint(path: Path | str) -> Path:
     return path
 
 
-def load_checkpoint(path: Path | str) -> dict:
+def load_checkpoint(path: Path | str) -> Checkpoint:
     """Read and check a checkpoint on the CPU; every failure is a CheckpointError that says why."""
     path = find_checkpoint(path)
     try:
@@ -89,12 +112,3 @@ def _check_format(path: Path, ckpt: object) -> None:
             f"{path} has checkpoint format {version}, newer than this mnist20k reads "
             f"({FORMAT_VERSION}); upgrade mnist20k"
         )
-
-
-def load_model(path: Path | str, device: torch.device, model: str | None = None, args: dict | None = None) -> nn.Module:
-    """The network a checkpoint (or run folder) records, with its weights, on `device` in the layout
-    training used; `model` is the reference of a network of the user's own, `args` replace its arguments."""
-    from mnist20k.networks import network_from_checkpoint
-
-    network = network_from_checkpoint(load_checkpoint(path), model, args, where=str(path)).module
-    return network.to(device, memory_format=torch.channels_last)

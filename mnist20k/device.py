@@ -1,19 +1,33 @@
-"""Choosing the device a run uses, with a clear refusal when the asked-for one is not there, and its name as
-records give it."""
+"""The devices by name: a name's spelling checked, the device a run uses chosen with a clear refusal when the
+asked-for one is not there, and its name as records give it. torch is imported where it is used: the command
+line's --help reads DEVICES."""
 
 from __future__ import annotations
 
 import os
 import platform
+from typing import TYPE_CHECKING
 
-import torch
-
-from mnist20k.config import parse_device
 from mnist20k.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # "cuda:1" names one of several GPUs
+
+
+def parse_device(name: str) -> tuple[str, int | None]:
+    """'cuda:1' -> ('cuda', 1), 'cpu' -> ('cpu', None): the spelling checked, not whether the device is here."""
+    kind, colon, index = name.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"{name!r} is not one of {', '.join(DEVICES)}, cuda:N")
+    return kind, int(index) if colon else None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU; 'cuda:1' style indices are accepted."""
+    import torch
+
     kind, index = parse_device(name)
     if kind == "auto":
         if torch.cuda.is_available():
@@ -33,11 +47,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
 
 
 def device_name(device: str, threads: int | None = None) -> str:
     """The device by name; a CPU with its cores and the threads each run uses (`threads`, or this process's)."""
+    import torch
+
     dev = resolve_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)

@@ -72,24 +72,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return score_log_probs(predict_log_probs(model, images, batch_size), labels)
 
 
-def load_for_eval(
-    path: Path | str,
-    data_dir: Path | str | None = None,
-    device: str = "auto",
-    model: str | None = None,
-    args: dict | None = None,
-) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The network a checkpoint records, with its weights, and the test set, on one device; `model`
-    names the code of a network of your own, `args` replace its recorded arguments."""
-    from mnist20k.checkpoint import load_model
-    from mnist20k.device import resolve_device
-
-    dev = resolve_device(device)
-    network = load_model(path, dev, model, args)
-    images, labels = load_split(data_dir, train=False, device=dev)
-    return network, images, labels
-
-
 def evaluate_checkpoint(
     path: Path | str,
     data_dir: Path | str | None = None,
@@ -97,8 +79,15 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     model: str | None = None,
 ) -> Score:
-    """Rebuild the network a checkpoint records and score it on the test set."""
-    return evaluate(*load_for_eval(path, data_dir, device, model), batch_size)
+    """Rebuild the network a checkpoint records and score it on the test set; `model` names the code of a
+    network of your own."""
+    from mnist20k.checkpoint import load_checkpoint
+    from mnist20k.device import resolve_device
+    from mnist20k.nets import rebuild
+
+    dev = resolve_device(device)
+    network = rebuild(load_checkpoint(path), model, where=str(path), device=dev).module
+    return evaluate(network, *load_split(data_dir, train=False, device=dev), batch_size)
 
 
 @dataclass

@@ -4,6 +4,8 @@ The exported network is the inference network: eval mode, no dropout, and every 
 the convolution that follows it. The seed's blocks run conv -> ReLU -> BatchNorm, so a BatchNorm cannot
 go into the convolution before it (the ReLU is in between); it is an affine map per channel, and the next
 convolution (no padding) or global average pool + 1x1 convolution is linear, so it goes into that one.
+
+torch is imported where it is used: the command line's --help reads EXPORT_FORMATS.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import fx, nn
-
-from mnist20k.config import EXPORT_FORMATS
-from mnist20k.data import MEAN, STD
 from mnist20k.errors import Mnist20kError, UsageError
 from mnist20k.files import check_writable, write_file
 from mnist20k.results import split
 
+if TYPE_CHECKING:
+    import torch
+    from torch import fx, nn
+
+EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # and the file each writes by default
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
 EXTRA_HINT = "pip install 'mnist20k[onnx]'"
 
@@ -38,6 +41,9 @@ def inference_network(model: nn.Module) -> fx.GraphModule:
     """`model` in eval mode as a traced graph without Dropout layers, each BatchNorm folded into the next
     convolution, whose weights change in place (pass a network you no longer need). A BatchNorm that
     feeds anything else (a padded convolution, in a network of your own) stays as it is."""
+    import torch
+    from torch import fx, nn
+
     model = model.eval()
     try:
         graph = fx.symbolic_trace(model)
@@ -68,6 +74,9 @@ def _fold_into_next_conv(node: fx.Node, bn: nn.BatchNorm2d, modules: dict) -> bo
     input channel and the shift's contribution added to the bias. Exact for a convolution without padding,
     also after an average pool (the pool of scale * x + shift is scale * pool(x) + shift). False, and
     nothing changed, where the BatchNorm feeds anything else: padding would pad with zeros, not shift."""
+    import torch
+    from torch import nn
+
     nxt = _only_user(node)
     if nxt is not None and isinstance(modules.get(nxt.target), nn.AvgPool2d):
         nxt = _only_user(nxt)
@@ -88,6 +97,8 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 
 def metadata(ckpt: dict) -> dict[str, str]:
     """What a user of the file needs besides the weights: how to prepare the input, what it scored."""
+    from mnist20k.data import MEAN, STD
+
     last = ckpt["metrics"][-1] if ckpt["metrics"] else {}
     scored = split(last) if last else "test"
     return {
@@ -103,6 +114,8 @@ def metadata(ckpt: dict) -> dict[str, str]:
 
 def onnx_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
     """ONNX through torch.onnx, with a dynamic batch and the metadata in metadata_props."""
+    import torch
+
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch.onnx's exporter is built on it)
@@ -126,6 +139,8 @@ def onnx_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
 
 def torchscript_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
     """TorchScript by tracing, the metadata as an extra file (mnist20k.json)."""
+    import torch
+
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # PyTorch now points to torch.export; TorchScript is still what many runtimes load
         warnings.simplefilter("ignore", FutureWarning)
@@ -136,6 +151,8 @@ def torchscript_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
 
 def run_exported(data: bytes, fmt: str, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The exported network's (N, 10) outputs on normalised images, in its own runtime."""
+    import torch
+
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     if fmt == "torchscript":
         with warnings.catch_warnings():
@@ -154,6 +171,8 @@ def run_exported(data: bytes, fmt: str, images: torch.Tensor, batch_size: int = 
 def verify(reference: nn.Module, data: bytes, fmt: str, images: torch.Tensor, labels: torch.Tensor) -> Verified:
     """The exported network against the PyTorch one on every image: the same label for each, and outputs
     within TOLERANCE. Raises Mnist20kError on any difference."""
+    import torch
+
     from mnist20k.data import normalize
 
     x = normalize(images).contiguous()
@@ -189,7 +208,7 @@ def export(
     PyTorch one, and nothing is written unless they match; the file is written atomically."""
     from mnist20k.checkpoint import find_checkpoint, load_checkpoint
     from mnist20k.data import load_split
-    from mnist20k.networks import network_from_checkpoint
+    from mnist20k.nets import rebuild
 
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
@@ -199,11 +218,11 @@ def export(
         raise UsageError(f"{path} exists; pass --overwrite to replace it, or --out another file")
     check_writable(path)
     ckpt = load_checkpoint(source)
-    network = inference_network(network_from_checkpoint(ckpt, model, args, where=str(checkpoint)).module)
+    network = inference_network(rebuild(ckpt, model, args, where=str(checkpoint)).module)
     data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
     verified = None
     if check:
-        trained = network_from_checkpoint(ckpt, model, args, where=str(checkpoint)).module
+        trained = rebuild(ckpt, model, args, where=str(checkpoint)).module
         verified = verify(trained, data, fmt, *load_split(data_dir, train=False))
     write_file(path, data)
     return path, verified

@@ -16,18 +16,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from mnist20k import __version__
-from mnist20k.checkpoint import find_checkpoint, load_checkpoint
-from mnist20k.config import TrainConfig, from_dict, make_config
+from mnist20k.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint, find_checkpoint, load_checkpoint
+from mnist20k.config import TrainConfig, make_config
 from mnist20k.data import load_split
 from mnist20k.device import resolve_device
 from mnist20k.errors import CheckpointError, NotApplied, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
-from mnist20k.networks import Network, count_params, network_for, network_from_checkpoint
-from mnist20k.refs import user_code
+from mnist20k.nets import Network, build, count_params, rebuild, user_code
 from mnist20k.rundir import RunDir
+from mnist20k.settings import saved_config
 from mnist20k.step import BatchStep, make_optimizer, make_scheduler, steps_per_epoch
 
 StepCallback = Callable[[int, int, int, float], None]  # epoch, steps done, steps per epoch, mean loss so far
@@ -43,8 +42,7 @@ class Run:
 
     config: TrainConfig
     dev: torch.device
-    model: nn.Module
-    network: Network  # what rebuilds the model: a built-in's name and arguments, or the user's code
+    network: Network  # its module, on the device; and what rebuilds it: a built-in's name and arguments, or your code
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator  # shuffling and augmentation
@@ -78,13 +76,13 @@ def train(
     it must be the checkpoint's.
     An `out_dir` that already holds a run is refused unless `overwrite`, or unless it is the run
     being resumed. Returns one metrics record per epoch, the resumed ones included.
-    To resume a network of your own, `model` names its code again (a checkpoint never does; see refs.py).
+    To resume a network of your own, `model` names its code again (a checkpoint never does; see nets/code.py).
     `on_start` is called once everything is ready and checked, before the first step; `on_step`
     reports an epoch's last step just before its test set is scored.
     """
     r = prepare(config, data_dir, out_dir, device, resume, overwrite, model)
     if on_start is not None:
-        on_start(r.config, count_params(r.model))
+        on_start(r.config, count_params(r.network.module))
     # A network of the user's own may fail only in training mode: its error is told as one line, at its line.
     source = r.network.source
     try:
@@ -102,7 +100,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
     steps = steps_per_epoch(r.train_images, c)
     for epoch in range(len(metrics) + 1, c.epochs + 1):
         t0 = time.perf_counter()
-        r.model.train()
+        r.network.module.train()
         order = torch.randperm(r.train_images, device=r.dev, generator=r.gen)
         loss_sum = torch.zeros((), device=r.dev)
         last_report = t0
@@ -117,7 +115,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
         # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
         # for eval mode and for the smaller last batch.
-        score = evaluate(r.model, *r.scored)
+        score = evaluate(r.network.module, *r.scored)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
             done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "nothing of the run was kept"
@@ -140,12 +138,12 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
     return metrics
 
 
-def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str | None = None) -> Run:
+def prepare(config, data_dir, out_dir, device, resume, overwrite, code: str | None = None) -> Run:
     """Device, network, data, run folder, optimizer and schedule, restored from `resume` if given.
     Every refusal (network, data, device, folder, checkpoint) comes before anything is written."""
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
-        saved = from_dict(ckpt["config"])
+        saved = saved_config(ckpt["config"], where=str(resume))
         if config is not None and config != saved:
             changed = [f.name for f in fields(saved) if getattr(config, f.name) != getattr(saved, f.name)]
             raise UsageError(f"resume continues a run with its own settings; this config changes {', '.join(changed)}")
@@ -159,11 +157,11 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
     # The network first: a user's network that fails to build is told before any data is read.
     torch.manual_seed(config.seed)
     if ckpt is not None:
-        network = network_from_checkpoint(ckpt, model_ref, where=str(resume))  # weights that do not fit: refused
+        network = rebuild(ckpt, code, where=str(resume))  # weights that do not fit: refused
         if ckpt["epoch"] >= config.epochs:
             raise UsageError(f"{find_checkpoint(resume)} has finished all {config.epochs} epochs: nothing to resume")
     else:
-        network = network_for(config.model, config.args, config.dropout)
+        network = build(config.model, config.args, dropout=config.dropout)
     # Data before the run folder: a data error then leaves no empty run folder behind.
     train_x, train_y = load_split(data_dir, train=True, device=dev)
     if config.val:  # the last images of the file: the same ones for every seed and every run
@@ -179,7 +177,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
 
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
-    model = network.module.to(dev, memory_format=torch.channels_last)
+    model = network.module = network.module.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
     # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
     capture = config.cuda_graph and dev.type == "cuda" and not config.compile
@@ -193,25 +191,27 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, model_ref: str
     if folder is not None:
         folder.start(asdict(config), metrics)
     return Run(
-        config, dev, model, network, optimizer, scheduler, gen, batch_step, len(train_x), scored, split, folder, metrics
+        config, dev, network, optimizer, scheduler, gen, batch_step, len(train_x), scored, split, folder, metrics
     )
 
 
-def _checkpoint_state(r: Run, metrics: list[dict]) -> dict:
+def _checkpoint_state(r: Run, metrics: list[dict]) -> Checkpoint:
     rng = {"torch": torch.get_rng_state(), "generator": r.gen.get_state(), "device": r.dev.type}
     if r.dev.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(r.dev)
-    return {
-        "mnist20k_version": __version__,
-        "model": r.network.record(),
-        "model_state": r.model.state_dict(),
-        "config": asdict(r.config),
-        "epoch": len(metrics),
-        "metrics": metrics,
-        "optimizer_state": _lr_as_float(r.optimizer.state_dict()),
-        "scheduler_state": _lr_as_float(r.scheduler.state_dict()),
-        "rng": rng,
-    }
+    return Checkpoint(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        mnist20k_version=__version__,
+        model=r.network.record(),
+        model_state=r.network.module.state_dict(),
+        config=asdict(r.config),
+        epoch=len(metrics),
+        metrics=metrics,
+        optimizer_state=_lr_as_float(r.optimizer.state_dict()),
+        scheduler_state=_lr_as_float(r.scheduler.state_dict()),
+        rng=rng,
+    )
 
 
 def _lr_as_float(state: dict) -> dict:
@@ -228,7 +228,7 @@ def _lr_as_float(state: dict) -> dict:
     return state
 
 
-def _restore(ckpt: dict, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
+def _restore(ckpt: Checkpoint, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
     """Put optimizer, schedule and random states back as they were after the checkpoint's epoch."""
     try:
         # The checkpoint's lr is a float; this run's optimizer may keep its lr in a device tensor.

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mnist20k import __version__
 from mnist20k.cli import app
 from mnist20k.config import RECIPES, make_config
-from mnist20k.networks import build_model, count_params
+from mnist20k.nets import build_model, count_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,9 +79,9 @@ def test_the_other_recipes_are_the_same_for_every_network(recipe):
 
 
 def test_summary_exits_1_for_a_model_over_budget(monkeypatch):
-    from mnist20k import model
+    from mnist20k.nets import builtin
 
-    monkeypatch.setitem(model.MODELS, "wide", (model.SeedNet, {"widths": (32, 64, 40, 64, 32, 32)}))
+    monkeypatch.setitem(builtin.PRESETS, "wide", (builtin.BaseNet, {"widths": (32, 64, 40, 64, 32, 32)}))
     result = invoke("summary", "--model", "wide")
     assert result.exit_code == 1 and "OVER" in result.stdout
 

@@ -16,10 +16,11 @@ from conftest import Lines, one_error_line
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from mnist20k.checkpoint import load_model
+from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.draw import MAX_BODY, DrawServer
+from mnist20k.nets import rebuild
 from mnist20k.train import train
 
 runner = CliRunner()
@@ -35,7 +36,7 @@ def run(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def server(run):
-    server = DrawServer(load_model(run, CPU), CPU, "127.0.0.1", 0)  # port 0: any free one
+    server = DrawServer(rebuild(load_checkpoint(run), device=CPU).module, CPU, "127.0.0.1", 0)  # port 0: any free one
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -272,7 +273,7 @@ def test_a_client_that_resets_its_connection_mid_request_gets_no_traceback(run, 
     import socket
     import struct
 
-    server = DrawServer(load_model(run, CPU), CPU, "127.0.0.1", 0)
+    server = DrawServer(rebuild(load_checkpoint(run), device=CPU).module, CPU, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         sock = socket.create_connection(server.server_address[:2])

@@ -15,7 +15,7 @@ from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.export import TOLERANCE, inference_network
-from mnist20k.networks import network_from_checkpoint
+from mnist20k.nets import rebuild
 from mnist20k.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +37,8 @@ def run(tmp_path_factory, data_dir):
 
 
 def test_the_inference_network_has_no_batchnorm_or_dropout_and_gives_the_same_outputs(run):
-    model = network_from_checkpoint(load_checkpoint(run)).module.eval()
-    folded = inference_network(network_from_checkpoint(load_checkpoint(run)).module)
+    model = rebuild(load_checkpoint(run)).module.eval()
+    folded = inference_network(rebuild(load_checkpoint(run)).module)
     kinds = {type(m) for m in folded.modules()}
     assert nn.BatchNorm2d not in kinds and nn.Dropout2d not in kinds and nn.Conv2d in kinds
     x = torch.randn(16, 1, 28, 28)
@@ -138,7 +138,7 @@ def test_the_documented_example_classifies_with_onnxruntime_and_numpy_alone(run,
         [sys.executable, "-c", no_torch + code], capture_output=True, text=True, check=True, timeout=300
     )
     printed = [int(d) for d in re.findall(r"\d", done.stdout.strip().splitlines()[-1])]
-    model = network_from_checkpoint(load_checkpoint(run)).module.eval()
+    model = rebuild(load_checkpoint(run)).module.eval()
     from mnist20k.data import load_split, normalize
 
     test_images, _ = load_split(data_dir, train=False)

@@ -54,7 +54,7 @@ def test_no_import_cycles():
 
 def test_the_networks_import_nothing_of_mnist20k_and_the_library_no_command_line():
     graph = imports()
-    assert graph["mnist20k.model"] == set()
+    assert graph["mnist20k.nets.builtin"] == set()
 
     def is_command_line(module: str) -> bool:
         return module.partition(".")[2].split(".")[0] in COMMAND_LINE
@@ -62,6 +62,15 @@ def test_the_networks_import_nothing_of_mnist20k_and_the_library_no_command_line
     for name, deps in graph.items():
         if not is_command_line(name):
             assert not {d for d in deps if is_command_line(d)}, name
+
+
+def test_the_networks_and_the_devices_know_no_settings():
+    """A network is built from a name and arguments, a device from its name: neither reads a TrainConfig, so
+    nets/ and device.py import nothing of config.py or settings.py (config.py imports nets/ for its defaults)."""
+    graph = imports()
+    for name, deps in graph.items():
+        if name == "mnist20k.nets" or name.startswith("mnist20k.nets.") or name == "mnist20k.device":
+            assert not deps & {"mnist20k.config", "mnist20k.settings"}, name
 
 
 def test_only_the_command_line_imports_typer_or_rich():

@@ -4,8 +4,8 @@ from torch import nn
 
 from mnist20k.config import PARAM_BUDGET, make_config
 from mnist20k.errors import UsageError
-from mnist20k.model import DEFAULT_DROPOUT, MODELS
-from mnist20k.networks import build_model, count_params
+from mnist20k.nets import DEFAULT_DROPOUT, build_model, count_params
+from mnist20k.nets.builtin import PRESETS
 
 # The seed document's torchsummary table: (layer type, output shape without batch, parameters).
 SEED_TABLE = [
@@ -86,7 +86,7 @@ def test_micro_is_under_4000_parameters_with_ten_class_maps_averaged():
     assert table[-1] == ("AvgPool2d", (10, 1, 1), 0)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_output_is_log_probabilities(name):
     model = build_model(name).eval()
     out = model(torch.rand(4, 1, 28, 28))

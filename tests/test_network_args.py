@@ -11,7 +11,7 @@ from test_own_network import _stop_after_first, invoke, user_dir  # noqa: F401 -
 
 from mnist20k.checkpoint import load_checkpoint
 from mnist20k.config import make_config
-from mnist20k.networks import build_model, count_params
+from mnist20k.nets import build_model, count_params
 from mnist20k.train import train
 
 SMALL = ["--epochs", "2", "--max-batches", "3", "--batch-size", "32", "--device", "cpu"]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.data import normalize
-from mnist20k.networks import build_model
+from mnist20k.nets import build_model
 from mnist20k.train import prepare
 
 TESTS = Path(__file__).parent
@@ -65,9 +65,9 @@ def test_each_training_setting_reaches_what_it_sets(data_dir, monkeypatch):
     # the network: tiny with these widths and this dropout, its weights drawn from --seed
     torch.manual_seed(7)
     expected = build_model("tiny", widths=[8, 16, 10, 16, 16, 12], dropout=0.05)
-    for (name, a), b in zip(expected.state_dict().items(), run.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(expected.state_dict().items(), run.network.module.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert [m.p for m in run.model.modules() if isinstance(m, torch.nn.Dropout2d)] == [0.05] * 5
+    assert [m.p for m in run.network.module.modules() if isinstance(m, torch.nn.Dropout2d)] == [0.05] * 5
     assert torch.equal(run.gen.get_state(), torch.Generator().manual_seed(7).get_state())
 
     # one step: --rotate and --translate reach the augmentation, --label-smoothing the loss
@@ -80,7 +80,7 @@ def test_each_training_setting_reaches_what_it_sets(data_dir, monkeypatch):
 
     real_augment = step.augment
     monkeypatch.setattr(step, "augment", augment)
-    before = copy.deepcopy(run.model)
+    before = copy.deepcopy(run.network.module)
     torch.manual_seed(0)  # dropout's masks: drawn again below for the same forward pass
     loss = run.batch_step(torch.arange(64)).item()
     ((rotate, translate, x),) = drawn

@@ -13,14 +13,13 @@ from conftest import one_error_line
 from torch import nn
 from typer.testing import CliRunner
 
-from mnist20k.anatomy import inspect_network
 from mnist20k.checkpoint import load_checkpoint
 from mnist20k.cli import app
 from mnist20k.config import make_config
 from mnist20k.errors import UsageError
 from mnist20k.evaluate import predict_log_probs
-from mnist20k.networks import build_model, count_params
-from mnist20k.refs import ModelCodeError
+from mnist20k.nets import ModelCodeError, build_model, count_params
+from mnist20k.nets.anatomy import inspect_network
 from mnist20k.train import train
 
 runner = CliRunner()

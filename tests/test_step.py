@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mnist20k.config import make_config
 from mnist20k.data import MEAN, STD, augment
-from mnist20k.networks import Network, build_model
+from mnist20k.nets import Network, build_model
 from mnist20k.step import BatchStep, make_optimizer, make_scheduler, train_step
 from mnist20k.train import _checkpoint_state, _restore, prepare, run_epochs, train
 

@@ -20,8 +20,8 @@ from mnist20k.cli.options import (
     out_option,
     overwrite_option,
 )
-from mnist20k.config import parse_network_args
 from mnist20k.errors import Mnist20kError, UsageError
+from mnist20k.settings import parse_network_args
 
 
 def evaluate(
@@ -43,13 +43,15 @@ def evaluate(
     """Score a saved checkpoint on the 10,000 test images: loss, accuracy, per class, confusion."""
     from mnist20k.cli.plots import save_mistake_grid
     from mnist20k.cli.render import print_mistakes, print_score
-    from mnist20k.evaluate import find_mistakes, load_for_eval, predict_log_probs, score_log_probs
+    from mnist20k.data import load_split
+    from mnist20k.evaluate import find_mistakes, predict_log_probs, score_log_probs
 
     if errors is None and errors_limit is not None:
         raise UsageError("--errors-limit sets how many tiles --errors draws: give --errors FILE.png too")
     if errors is not None and errors.suffix.lower() != ".png":
         raise UsageError(f"--errors writes a PNG: give a file name ending in .png, not {errors.name!r}")
-    network, images, labels = load_for_eval(checkpoint, data_dir, device, model, parse_network_args(arg))
+    network, dev = rebuilt(checkpoint, device, model, arg)
+    images, labels = load_split(data_dir, train=False, device=dev)
     if errors is not None:
         from mnist20k.files import check_writable
 
@@ -85,14 +87,11 @@ def predict(
     """Read your own handwritten digits: prepared like MNIST's, then classified (top 3 shown)."""
     import torch
 
-    from mnist20k.checkpoint import load_model
     from mnist20k.cli.render import print_predictions
-    from mnist20k.device import resolve_device
     from mnist20k.predict import predict as classify
     from mnist20k.predict import read_digit
 
-    dev = resolve_device(device)
-    network = load_model(checkpoint, dev, model, parse_network_args(arg))
+    network, dev = rebuilt(checkpoint, device, model, arg)
     digits, paths, failed = [], [], 0
     for path in images:
         try:
@@ -128,13 +127,10 @@ def draw(
     arg: NetworkArgs = None,
 ) -> None:
     """Draw digits in your browser and watch the network read them; Ctrl-C stops it."""
-    from mnist20k.checkpoint import load_model
     from mnist20k.cli.render import say
-    from mnist20k.device import resolve_device
     from mnist20k.draw import LOCAL, DrawServer
 
-    dev = resolve_device(device)
-    network = load_model(checkpoint, dev, model, parse_network_args(arg))
+    network, dev = rebuilt(checkpoint, device, model, arg)
     server = DrawServer(network, dev, host, port)
     if host not in LOCAL:
         typer.echo(f"warning: serving on {host}: anyone who can reach this machine can use the page", err=True)
@@ -195,3 +191,14 @@ def export_network(
         f"(allowed {TOLERANCE:g}); accuracy {checked.pytorch_accuracy:.2f}% in PyTorch, "
         f"{checked.exported_accuracy:.2f}% in the {format.value} file"
     )
+
+
+def rebuilt(checkpoint: Path, device: str, model: str | None, arg: list[str] | None):
+    """(the checkpoint's network with its weights, the device it is on), for eval, predict and draw."""
+    from mnist20k.checkpoint import load_checkpoint
+    from mnist20k.device import resolve_device
+    from mnist20k.nets import rebuild
+
+    args = parse_network_args(arg)
+    dev = resolve_device(device)
+    return rebuild(load_checkpoint(checkpoint), model, args, where=str(checkpoint), device=dev).module, dev

@@ -14,20 +14,11 @@ from typing import Annotated
 
 import typer
 
-from mnist20k.config import (
-    CHOICES,
-    DEVICES,
-    EXPORT_FORMATS,
-    KINDS,
-    MODEL_DEFAULTS,
-    RECIPES,
-    RENAMED,
-    SETTINGS,
-    TrainConfig,
-    flag,
-    parse_device,
-)
+from mnist20k.config import CHOICES, MODEL_DEFAULTS, OLD_RECIPES, RECIPES, TrainConfig
+from mnist20k.device import DEVICES, parse_device
 from mnist20k.errors import UsageError
+from mnist20k.export import EXPORT_FORMATS
+from mnist20k.settings import KINDS, SETTINGS, flag
 
 
 def choices(name: str, values) -> type[Enum]:
@@ -66,7 +57,7 @@ RECIPE_HELP = "Base settings: default; fast (6 epochs); original (the seed docum
 
 def _check_recipe(value: str | None) -> str | None:
     """A recipe's name, its old name (with a note when used) included, though only the current ones are listed."""
-    if value is not None and value not in RECIPES and value not in RENAMED["recipe"]:
+    if value is not None and value not in RECIPES and value not in OLD_RECIPES:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(r) for r in RECIPES)}")
     return value
 

@@ -59,10 +59,10 @@ def print_summary(name: str, args: dict, budget: int) -> bool:
     within `budget` parameters."""
     import torchinfo
 
-    from mnist20k.anatomy import inspect_network
-    from mnist20k.networks import build_model, count_params
+    from mnist20k.nets import build, count_params
+    from mnist20k.nets.anatomy import inspect_network
 
-    model = build_model(name, **args)
+    model = build(name, args).module
     stats = torchinfo.summary(
         model,
         input_size=(1, 1, 28, 28),
@@ -225,7 +225,7 @@ class TrainView:
 
 def resume_command(out: Path, config: TrainConfig | None) -> str:
     """The command that continues a run; a network of your own is named again (checkpoints never import code)."""
-    from mnist20k.refs import is_reference
+    from mnist20k.nets import is_reference
 
     command = f"mnist20k train --resume {out}"
     return command + f" --model {config.model}" if config is not None and is_reference(config.model) else command

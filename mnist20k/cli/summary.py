@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from mnist20k.cli.options import NetworkArgs, option
-from mnist20k.config import PARAM_BUDGET, current_name, parse_network_args
+from mnist20k.config import PARAM_BUDGET, current_name
+from mnist20k.settings import parse_network_args
 
 
 def summary(

@@ -19,7 +19,7 @@ from mnist20k.cli.options import (
     plain,
     with_settings,
 )
-from mnist20k.config import parse_network_args
+from mnist20k.settings import parse_network_args
 
 SWEEP = "Sweep"
 

@@ -20,8 +20,8 @@ from mnist20k.cli.options import (
     plain,
     with_settings,
 )
-from mnist20k.config import parse_network_args
 from mnist20k.errors import UsageError
+from mnist20k.settings import parse_network_args
 
 
 @with_settings
@@ -49,8 +49,8 @@ def train(
 ) -> None:
     """Train the network; after each epoch, score it on the test set (or --val held-out images) and save it."""
     from mnist20k.cli.render import TrainView
-    from mnist20k.config import config_for_run, flag
     from mnist20k.rundir import new_run_path
+    from mnist20k.settings import config_for_run, flag
 
     overrides = {**plain(settings), "args": parse_network_args(arg)}
     if resume is not None:

@@ -21,8 +21,9 @@ from mnist20k.cli.options import (
     plain,
     with_settings,
 )
-from mnist20k.config import PARAM_BUDGET, parse_network_args
+from mnist20k.config import PARAM_BUDGET
 from mnist20k.errors import Mnist20kError
+from mnist20k.settings import parse_network_args
 from mnist20k.tune.limits import AGGREGATES, MAX_RETRIES, PRUNERS, STORAGE_ENV
 
 Pruner = choices("Pruner", PRUNERS)

@@ -29,10 +29,10 @@ def run_state(run: Planned, overwrite: bool) -> State:
     if overwrite or not (run.folder / CHECKPOINT_NAME).is_file():
         return State.NEW
     from mnist20k.checkpoint import load_checkpoint
-    from mnist20k.config import from_dict
+    from mnist20k.settings import saved_config
 
     ckpt = load_checkpoint(run.folder)
-    if from_dict(ckpt["config"]) != run.config:
+    if saved_config(ckpt["config"]) != run.config:
         raise UsageError(f"{run.folder} holds a run with other settings; pass --overwrite to replace it")
     return State.DONE if ckpt["epoch"] >= run.config.epochs else State.SAVED
 
@@ -41,7 +41,7 @@ def child_command(job: Job, sweep: Sweep) -> list[str]:
     base = [sys.executable, "-m", "mnist20k", "train", "--device", sweep.device]
     if sweep.data_dir is not None:
         base += ["--data-dir", str(sweep.data_dir)]
-    from mnist20k.refs import is_reference
+    from mnist20k.nets import is_reference
 
     model = job.run.config.model
     code = ["--model", model] if is_reference(model) else []  # code runs only when named on the command line

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mnist20k.config import TrainConfig, flag, make_config, parse_setting, setting_name
+from mnist20k.config import TrainConfig, make_config
 from mnist20k.errors import OutputError, UsageError
 from mnist20k.seeds import parse_seeds
+from mnist20k.settings import flag, parse_setting, setting_name
 
 SWEEP_FILE = "sweep.json"
 
@@ -188,9 +189,9 @@ def check_runs_can_start(runs: list[Planned], data_dir: Path | None) -> None:
     """Build each distinct network once and read the data once, here, so that a bad --model or missing
     data is one line before any folder is made, and a first download happens once, not in every run."""
     from mnist20k.data import load_split
-    from mnist20k.networks import network_for
+    from mnist20k.nets import build
 
     for c in {json.dumps([r.config.model, r.config.args], sort_keys=True): r.config for r in runs}.values():
-        network_for(c.model, c.args, c.dropout)
+        build(c.model, c.args, dropout=c.dropout)
     for train in (True, False) if any(r.config.val == 0 for r in runs) else (True,):  # --val: never the test files
         load_split(data_dir, train=train)

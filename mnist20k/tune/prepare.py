@@ -69,7 +69,7 @@ def prepare(
     max_retry: int = MAX_RETRIES,
 ) -> Tune:
     from mnist20k.data import load_split
-    from mnist20k.networks import network_for
+    from mnist20k.nets import build
 
     if overrides.get("seed") is not None:
         raise UsageError("tune trains each trial on the seeds of --seeds; write --seeds " + str(overrides["seed"]))
@@ -82,7 +82,7 @@ def prepare(
         raise UsageError(f"--val must be between 1 and {MAX_VAL:,} for tune: trials are judged on held-out images")
     config = make_config(recipe, **{**overrides, "val": val or DEFAULT_VAL})
     space = parse_search(search)
-    network = network_for(config.model, config.args, config.dropout)  # the fixed network builds, before data
+    network = build(config.model, config.args, dropout=config.dropout)  # the fixed network builds, before data
     for dim in space:
         check_dimension(dim, config, network)
     check_folder(out, overwrite)
@@ -109,7 +109,7 @@ def prepare(
 def check_dimension(dim: Dimension, config: TrainConfig, network) -> None:
     """Each end of a range, and each choice, is a value a run can take: refused here, not in trial 17. A network
     argument's value is built with, as `--arg` would be (your own code is not imported again for it)."""
-    from mnist20k.networks import make_network, network_for
+    from mnist20k.nets import build
 
     values = dim.choices or (dim.low, dim.high)
     try:
@@ -118,9 +118,9 @@ def check_dimension(dim: Dimension, config: TrainConfig, network) -> None:
             if not dim.is_arg:
                 validate(replace(config, **{dim.name: value}))
             elif network.source is not None:
-                make_network(config.model, args, network.source)
+                build(config.model, args, source=network.source)
             else:
-                network_for(config.model, args, config.dropout)
+                build(config.model, args, dropout=config.dropout)
     except Mnist20kError as e:
         raise UsageError(f"--search {dim.key}={dim.spec()}: {e}") from None
 

@@ -14,9 +14,10 @@ import optuna
 from optuna.trial import TrialState
 
 from mnist20k import __version__
-from mnist20k.config import SETTINGS, flag, make_config
+from mnist20k.config import make_config
 from mnist20k.device import device_name
 from mnist20k.files import write_figure, write_file
+from mnist20k.settings import SETTINGS, flag
 from mnist20k.tune.prepare import TUNE_FILE, Tune
 from mnist20k.tune.space import split_params
 from mnist20k.tune.study import finished, outcome

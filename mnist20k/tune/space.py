@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mnist20k.config import SETTINGS, flag, literal, parse_setting, setting_name
+from mnist20k.settings import SETTINGS, flag, literal, parse_setting, setting_name
 from mnist20k.errors import UsageError
 
 ARG = "arg."  # --search arg.width=8:16 searches the network's argument `width`

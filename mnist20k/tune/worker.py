@@ -27,6 +27,7 @@ from mnist20k import process
 from mnist20k.config import TrainConfig, validate
 from mnist20k.errors import Mnist20kError, TrainingDiverged
 from mnist20k.results import epoch_line
+from mnist20k.settings import config_from_dict
 from mnist20k.tune.limits import STORAGE_ENV
 from mnist20k.tune.space import Dimension, parse_search, split_params
 from mnist20k.tune.study import (
@@ -44,7 +45,7 @@ from mnist20k.tune.study import (
 
 class Prune(BaseException):
     """Raised from inside train() when Optuna prunes the trial: a BaseException, so that it passes through the
-    guard that tells a user network's own errors (refs.user_code) unchanged, as an interrupt does."""
+    guard that tells a user network's own errors (nets.user_code) unchanged, as an interrupt does."""
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,17 @@ def work(spec: WorkerSpec, index: int, worker: str) -> int:
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space: list[Dimension]) -> None:
     """Train one trial's seeds and tell the study how it ended; an interrupted trial is queued again."""
-    from mnist20k.networks import count_params, network_for
+    from mnist20k.nets import build, count_params
 
     started = time.perf_counter()
     settings, args = split_params({d.key: d.suggest(trial) for d in space})
-    base = TrainConfig(**spec.config)
+    base = config_from_dict(spec.config)
     folder = trial_folder(Path(spec.folder), trial.number)
     trial.set_user_attr("folder", folder.name)
     try:
         config = replace(base, **settings, args={**base.args, **args})
         validate(config)
-        params = count_params(network_for(config.model, config.args, config.dropout).module)
+        params = count_params(build(config.model, config.args, dropout=config.dropout).module)
         trial.set_user_attr("params", params)
         if params > spec.budget:
             _tell(study, trial, "over budget", TrialState.PRUNED, started)

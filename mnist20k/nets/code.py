@@ -1,7 +1,7 @@
 """Networks of your own, named by reference: `path/to/file.py:Name` or `package.module:Name`.
 
 The habit of timm's --model and uvicorn's module:attr. `Name` is an nn.Module subclass or a function
-that returns one, called with the run's `--arg NAME=VALUE` arguments (networks.py checks them). Code is
+that returns one, called with the run's `--arg NAME=VALUE` arguments (nets/__init__.py checks them). Code is
 imported only from a reference the user gives on the command line, never from a file it reads: a checkpoint
 records the reference, the file's path and its SHA-256, and loading it asks for the reference again.
 """
@@ -65,6 +65,38 @@ class Source:
         """What a checkpoint keeps: where the code was, never the code."""
         return {"ref": self.ref, "path": self.path, "sha256": self.sha256}
 
+    def build(self, args: dict):
+        """Call the class or function with `args`; an error of the user's code is told by its own line."""
+        from torch import nn
+
+        with _importable(self.roots[0]), user_code(self.ref, self.roots):
+            module = self.factory(**args)
+        if not isinstance(module, nn.Module):
+            raise ModelCodeError(f"--model {self.ref} returned a {type(module).__name__}, not an nn.Module")
+        return module
+
+    def check_output(self, module) -> None:
+        """A forward pass of two blank images on the CPU must give (2, 10): logits or log-probabilities.
+        In eval mode, so that BatchNorm's running statistics are left as they were built."""
+        import torch
+
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad(), user_code(self.ref, self.roots):
+                out = module(torch.zeros(2, 1, 28, 28))
+        finally:
+            module.train(was_training)
+        if not isinstance(out, torch.Tensor):
+            raise ModelCodeError(
+                f"--model {self.ref}: forward() returned a {type(out).__name__}, not a tensor of shape (2, 10)"
+            )
+        if tuple(out.shape) != (2, 10):
+            raise ModelCodeError(
+                f"--model {self.ref}: a batch of shape (2, 1, 28, 28) came out as {tuple(out.shape)}, not (2, 10): "
+                "one score per digit for each image"
+            )
+
 
 def resolve(ref: str) -> Source:
     """Import the reference's module and find its Name; the failures are one line each."""
@@ -82,17 +114,6 @@ def resolve(ref: str) -> Source:
     if not callable(factory) or isinstance(factory, types.ModuleType):
         raise UsageError(f"--model {ref}: {attr} is a {type(factory).__name__}, not an nn.Module class or a function")
     return Source(ref, path, digest, factory, roots)
-
-
-def build(source: Source, args: dict):
-    """Call the reference's class or function with `args`; the error of the user's code is told by its own line."""
-    import torch.nn as nn
-
-    with _importable(source.roots[0]), user_code(source.ref, source.roots):
-        model = source.factory(**args)
-    if not isinstance(model, nn.Module):
-        raise ModelCodeError(f"--model {source.ref} returned a {type(model).__name__}, not an nn.Module")
-    return model
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -186,7 +207,10 @@ def where_it_failed(error: BaseException, roots: tuple[str, ...]) -> str:
 
 
 # Library code, never the user's, even in a virtual environment inside the user's folder.
-_LIBRARIES = {str(Path(__file__).parent), *(sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib"))}
+_LIBRARIES = {
+    str(Path(__file__).parent.parent),  # mnist20k itself
+    *(sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")),
+}
 
 
 def _is_theirs(filename: str, roots: tuple[str, ...]) -> bool:

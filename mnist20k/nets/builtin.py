@@ -1,5 +1,5 @@
-"""The built-in networks, as named blocks, and a registry of them by name. Plain torch: building a network
-by name, yours included, is networks.py's."""
+"""The built-in networks: their blocks, their classes, and the presets that name them (base, tiny, micro).
+Plain torch; nets/__init__.py builds any network by name, yours included."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# The default recipe's dropout (TrainConfig.dropout; test_model checks that they agree): a network built
-# alone is the one training builds by default.
-DEFAULT_DROPOUT = 0.0
 
 
 class ConvBlock(nn.Sequential):
@@ -23,13 +19,13 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers, *([nn.Dropout2d(dropout)] if dropout > 0 else []))
 
 
-class SeedNet(nn.Module):
-    """The seed document's CNN; `widths` scales it, so smaller presets keep the same shape.
+class BaseNet(nn.Module):
+    """The seed document's CNN (`base`); `widths` scales it, so `tiny` keeps the same shape.
 
     widths = (input block, block 1, transition, block 2, block 3, block 4) output channels.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 20, 32, 16, 16), dropout: float = DEFAULT_DROPOUT):
+    def __init__(self, widths: tuple[int, ...], dropout: float):
         super().__init__()
         c0, c1, t, c2, c3, c4 = widths
         self.input_block = ConvBlock(1, c0, dropout)  # (B, 1, 28, 28) -> (B, c0, 26, 26)
@@ -63,7 +59,7 @@ class MicroNet(nn.Module):
     widths = (block 1, block 2, block 3, block 4) output channels.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (8, 8, 12, 12), dropout: float = DEFAULT_DROPOUT):
+    def __init__(self, widths: tuple[int, ...], dropout: float):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.block1 = ConvBlock(1, c1, dropout)  # (B, 1, 28, 28) -> (B, c1, 26, 26)
@@ -83,9 +79,17 @@ class MicroNet(nn.Module):
         return F.log_softmax(x.flatten(1), dim=-1)  # (B, 10)
 
 
-# name -> (network class, constructor settings); build_model(name) makes one.
-MODELS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
-    "base": (SeedNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed document's table
-    "tiny": (SeedNet, {"widths": (8, 16, 10, 16, 16, 16)}),  # 7,736: the same shape, thinner
+# name -> (network class, its preset arguments): each preset's widths are written here only.
+PRESETS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
+    "base": (BaseNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed document's table
+    "tiny": (BaseNet, {"widths": (8, 16, 10, 16, 16, 16)}),  # 7,736: the same shape, thinner
     "micro": (MicroNet, {"widths": (8, 8, 12, 12)}),  # 3,968
 }
+
+# Old names, still understood: the base network was called "seed", as the random seed (--seed) is.
+OLD_NAMES = {"seed": "base"}
+
+
+def current(name: str) -> str:
+    """The name a built-in goes by now: base for seed, itself otherwise."""
+    return OLD_NAMES.get(name, name)
