@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mnist20k.settings import SETTINGS, flag, literal, parse_setting, setting_name
 from mnist20k.errors import UsageError
+from mnist20k.settings import SETTINGS, flag, literal, parse_setting, setting_name
 
 ARG = "arg."  # --search arg.width=8:16 searches the network's argument `width`
 SPECS = "a,b,c (a choice), lo:hi (a range) or lo:hi:log (a log range)"
@@ -90,7 +90,7 @@ def _arg_dimension(key: str, spec: str) -> Dimension:
     """A network argument's values are Python literals, as with --arg; a range's type is its ends'."""
     parts = spec.split(":")
     if len(parts) == 1:
-        return Dimension(key, choices=tuple(_choice(literal(v)) for v in _split_choices(spec)))
+        return Dimension(key, choices=tuple(_choice(v) for v in _literals(spec)))
     ends = [literal(p.strip()) for p in parts[:2]]
     integer = all(isinstance(e, int) and not isinstance(e, bool) for e in ends)
 
@@ -103,16 +103,13 @@ def _arg_dimension(key: str, spec: str) -> Dimension:
     return _range(key, parts, number, integer=integer)
 
 
-def _split_choices(spec: str) -> list[str]:
-    """`8,12,16` -> three choices; `(8,8,12,12),(8,8,16,16)` -> two: commas inside brackets stay."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(spec):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(spec[start:i])
-            start = i + 1
-    return [*parts, spec[start:]]
+def _literals(spec: str) -> list:
+    """`8,12,16` -> three choices; `(8,8,12,12),(8,8,16,16)` -> two: the whole read as one Python tuple, so
+    commas inside brackets stay. Bare words (`relu,gelu`) are no literal: each is its text."""
+    values = literal(f"({spec},)")
+    if isinstance(values, list | tuple):
+        return list(values)
+    return [literal(v) for v in spec.split(",")]
 
 
 def _choice(value):
