@@ -3,6 +3,7 @@ within a bounded memory, to the same digit as a small one."""
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 from conftest import bomb
@@ -29,7 +30,21 @@ def test_a_400_megapixel_bomb_is_refused_from_its_header_without_decoding(bomb_p
     with pytest.raises(Mnist20kError) as refused:
         read_digit(bomb_png)
     assert str(refused.value) == (
-        f"{bomb_png}: 20,000 x 20,000 pixels (400 MP) is over the limit of 50 MP for a photo of a digit; not decoded"
+        f"{bomb_png}: over 179 MP, far over the limit of 50 MP for a photo of a digit; not decoded"
+    )
+
+
+def test_an_image_over_the_limit_but_under_pillows_is_refused_with_its_size_and_no_warning(tmp_path, monkeypatch):
+    """100 MP: Pillow opens it with a DecompressionBombWarning of its own; the refusal is ours, in one line."""
+    path = tmp_path / "big.png"
+    bomb(path, side=10_000)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a, **k: pytest.fail("the image was decoded"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the read
+        with pytest.raises(Mnist20kError) as refused:
+            read_digit(path)
+    assert str(refused.value) == (
+        f"{path}: 10,000 x 10,000 pixels (100 MP) is over the limit of 50 MP for a photo of a digit; not decoded"
     )
 
 
