@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from conftest import FAILS_IN_TRAINING, make_mnist_dir, one_error_line
 from typer.testing import CliRunner
 
@@ -331,3 +332,28 @@ def test_a_password_in_storage_is_in_no_message(data, tmp_path):
     result = tune(data, out, "--search", "lr=0.05,0.1", "--storage", url, "--study", "s")
     line = one_error_line(result, 1, "cannot open --storage")
     assert "s3cret-w0rd" not in result.output and "someone:***@127.0.0.1:9" in line
+
+
+def test_study_png_draws_the_history_and_the_importances_side_by_side(tmp_path):
+    """One figure: each complete trial (C0) and the best so far (C1) in the left panel, the importances' bars (C2)
+    in the right one; with a single complete trial there is nothing to draw."""
+    pytest.importorskip("matplotlib")
+    from torchvision.io import decode_image
+
+    from mnist20k.tune.record import importances, save_plot
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: 99 + t.suggest_float("lr", 0.01, 0.1) - t.suggest_float("rotate", 0, 1) / 10, 12)
+    shares = importances(study)
+    assert set(shares) == {"lr", "rotate"}
+    assert save_plot(study, shares, tmp_path / "study.png")
+    image = decode_image(str(tmp_path / "study.png"))
+    width = image.shape[2]
+    for colour, left in (((31, 119, 180), True), ((255, 127, 14), True), ((44, 160, 44), False)):
+        where = (image[:3].int() - torch.tensor(colour)[:, None, None]).abs().amax(0).le(12).nonzero()
+        assert len(where) > 100, colour
+        columns = where[:, 1]
+        assert (columns.max() < width / 2) if left else (columns.min() > width / 2), colour
+    lone = optuna.create_study(direction="maximize")
+    lone.optimize(lambda t: t.suggest_float("lr", 0.01, 0.1), 1)
+    assert not save_plot(lone, {}, tmp_path / "lone.png") and not (tmp_path / "lone.png").exists()

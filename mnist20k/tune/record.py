@@ -1,11 +1,10 @@
 """A study's record, DIR/tune.json: the search, the device and versions, every trial, the best ones, the
 parameter importances, and the `mnist20k sweep` command that confirms the best settings on the test set.
-DIR/study.png draws the optimization history and the importances (Optuna's plots; matplotlib)."""
+DIR/study.png draws the optimization history and the importances (matplotlib)."""
 
 from __future__ import annotations
 
-import functools
-import io
+import itertools
 import json
 import shlex
 import warnings
@@ -30,7 +29,7 @@ BEST = 10  # trials in the table of the best
 def write_record(tune: Tune, study: optuna.Study) -> dict:
     record = build_record(tune, study)
     write_file(tune.folder / TUNE_FILE, (json.dumps(record, indent=1) + "\n").encode())
-    record["plot"] = save_plot(study, tune.folder / "study.png")
+    record["plot"] = save_plot(study, record["importances"], tune.folder / "study.png")
     return record
 
 
@@ -97,14 +96,11 @@ def importances(study: optuna.Study) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            found = optuna.importance.get_param_importances(study, evaluator=_evaluator())
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
             return {k: round(v, 4) for k, v in found.items()}
     except (ValueError, RuntimeError):  # fewer than two complete trials, or one value only
         return {}
-
-
-def _evaluator():
-    return optuna.importance.PedAnovaImportanceEvaluator()
 
 
 def confirm_command(tune: Tune, params: dict) -> str:
@@ -133,38 +129,33 @@ def confirm_command(tune: Tune, params: dict) -> str:
     return shlex.join(words)
 
 
-def save_plot(study: optuna.Study, path) -> bool:
-    """Optuna's optimization history beside its parameter importances, as one PNG; False without matplotlib
-    or with too few trials to draw."""
+def save_plot(study: optuna.Study, importance: dict[str, float], path) -> bool:
+    """Every complete trial's value and the best so far, beside the searched keys' importances (`importance`, as
+    the record holds them), drawn into one figure; False without matplotlib or with fewer than two complete
+    trials."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
     except ImportError:
         return False
-    if sum(t.state is TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) < 2:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state is TrialState.COMPLETE]
+    if len(done) < 2:
         return False
-    panels = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for plot in (plot_optimization_history, functools.partial(plot_param_importances, evaluator=_evaluator())):
-            try:
-                ax = plot(study)
-            except (ValueError, RuntimeError):
-                continue
-            png = io.BytesIO()
-            ax.figure.set_size_inches(7, 4.5)
-            ax.figure.savefig(png, format="png", dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
-            png.seek(0)
-            panels.append(plt.imread(png))
-    if not panels:
-        return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), layout="constrained")
-    for ax, image in zip(list(axes) if len(panels) > 1 else [axes], panels, strict=True):
-        ax.imshow(image)
-        ax.axis("off")
+    panels = 2 if importance else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), layout="constrained", squeeze=False)
+    history = axes[0][0]
+    numbers, values = [t.number for t in done], [t.value for t in done]
+    history.scatter(numbers, values, s=20, color="C0", label="trial")
+    best = list(itertools.accumulate(values, max))  # the study maximises
+    history.plot(numbers, best, color="C1", drawstyle="steps-post", label="best so far")
+    history.set(title="Optimization history", xlabel="trial", ylabel="validation accuracy (%)")
+    history.legend(loc="lower right")
+    if importance:
+        keys = list(importance)[::-1]  # the most important on top
+        bars = axes[0][1]
+        bars.barh(keys, [importance[k] for k in keys], color="C2")
+        bars.set(title="Importance (PED-ANOVA)", xlabel="share of the value's variation")
     write_figure(fig, path, "tune.json and the study itself are saved")
     return True
