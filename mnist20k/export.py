@@ -1,4 +1,5 @@
-"""A trained network in a file other runtimes read: ONNX or TorchScript, checked against PyTorch.
+"""A trained network in a file other runtimes read: ONNX, a torch.export program (pt2) or TorchScript (deprecated
+upstream), checked against PyTorch.
 
 The exported network is the inference network: eval mode, no dropout, and every BatchNorm folded into
 the convolution that follows it. The seed's blocks run conv -> ReLU -> BatchNorm, so a BatchNorm cannot
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     import torch
     from torch import fx, nn
 
-EXPORT_FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # and the file each writes by default
+# each format, and the file it writes by default
+EXPORT_FORMATS = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.pt"}
 TOLERANCE = 1e-4  # largest difference allowed between the exported network's outputs and PyTorch's
 EXTRA_HINT = "pip install 'mnist20k[onnx]'"
 
@@ -137,6 +139,19 @@ def onnx_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
+def pt2_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
+    """The program torch.export makes, with a dynamic batch, saved by torch.export.save; the metadata as an
+    extra file (mnist20k.json). torch.export.load reads it back, with nothing of mnist20k."""
+    import torch
+
+    program = torch.export.export(
+        network, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)
+    )
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={"mnist20k.json": json.dumps(props)})
+    return buffer.getvalue()
+
+
 def torchscript_bytes(network: nn.Module, props: dict[str, str]) -> bytes:
     """TorchScript by tracing, the metadata as an extra file (mnist20k.json)."""
     import torch
@@ -154,6 +169,10 @@ def run_exported(data: bytes, fmt: str, images: torch.Tensor, batch_size: int = 
     import torch
 
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    if fmt == "pt2":
+        loaded = torch.export.load(io.BytesIO(data)).module()
+        with torch.no_grad():
+            return torch.cat([loaded(x) for x in batches])
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -219,7 +238,8 @@ def export(
     check_writable(path)
     ckpt = load_checkpoint(source)
     network = inference_network(rebuild(ckpt, model, args, where=str(checkpoint)).module)
-    data = (onnx_bytes if fmt == "onnx" else torchscript_bytes)(network, metadata(ckpt))
+    write = {"onnx": onnx_bytes, "pt2": pt2_bytes, "torchscript": torchscript_bytes}[fmt]
+    data = write(network, metadata(ckpt))
     verified = None
     if check:
         trained = rebuild(ckpt, model, args, where=str(checkpoint)).module

@@ -48,7 +48,7 @@ def test_the_inference_network_has_no_batchnorm_or_dropout_and_gives_the_same_ou
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("torchscript", "model.pt")])
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("pt2", "model.pt2"), ("torchscript", "model.pt")])
 def test_export_writes_a_checked_file_beside_the_checkpoint(fmt, name, run, data_dir):
     result = invoke("export", run, "--format", fmt, "--data-dir", data_dir, "--overwrite")
     assert result.exit_code == 0, result.output
@@ -61,6 +61,15 @@ def test_export_writes_a_checked_file_beside_the_checkpoint(fmt, name, run, data
         loaded = torch.jit.load(str(path), _extra_files=extra)
         assert json.loads(extra["mnist20k.json"])["normalize_std"] == "0.3081"
         assert loaded(torch.zeros(37, 1, 28, 28)).shape == (37, 10)
+    if fmt == "pt2":  # as docs/export.md loads it: torch.export.load alone, mnist20k not importable
+        code = (
+            "import json, sys; sys.modules['mnist20k'] = None; import torch\n"
+            "extra = {'mnist20k.json': ''}\n"
+            "net = torch.export.load(sys.argv[1], extra_files=extra).module()\n"
+            "print(json.loads(extra['mnist20k.json'])['normalize_std'], tuple(net(torch.zeros(37, 1, 28, 28)).shape))"
+        )
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+        assert done.stdout.split("\n")[0] == "0.3081 (37, 10)", done.stderr
 
 
 def test_onnx_export_has_no_batchnorm_node_a_dynamic_batch_and_its_metadata(run, data_dir):
@@ -80,7 +89,7 @@ def test_onnx_export_has_no_batchnorm_node_a_dynamic_batch_and_its_metadata(run,
     assert float(meta["test_accuracy"]) == load_checkpoint(run)["metrics"][-1]["test_accuracy"]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_a_wrong_export_is_caught_and_nothing_is_written(fmt, run, data_dir, tmp_path, monkeypatch):
     import mnist20k.export
 
@@ -186,3 +195,14 @@ def test_verify_without_onnxruntime_says_how_to_get_it_or_skip_the_check(run, da
     )
     assert list(tmp_path.iterdir()) == []
     assert invoke("export", run, "--out", tmp_path / "m.onnx", "--no-verify").exit_code == 0
+
+
+def test_no_verify_is_refused_beside_data_dir_given_but_not_beside_the_environments(run, data_dir, tmp_path):
+    """--data-dir with --no-verify would change nothing and is refused; $MNIST20K_DATA_DIR, set for every command,
+    is not an option given."""
+    out = tmp_path / "m.onnx"
+    env = {"MNIST20K_DATA_DIR": str(data_dir)}
+    assert runner.invoke(app, ["export", str(run), "--no-verify", "--out", str(out)], env=env).exit_code == 0
+    given = runner.invoke(app, ["export", str(run), "--no-verify", "--out", str(out), "--overwrite", "--data-dir",
+                                str(data_dir)])  # fmt: skip
+    assert given.exit_code == 2 and "with --no-verify drop it" in given.stderr

@@ -147,9 +147,18 @@ def draw(
 
 
 def export_network(
+    ctx: typer.Context,
     checkpoint: Checkpoint,
-    format: Annotated[Format, option("--format", help="File format for other runtimes.", default="onnx")] = Format.onnx,
-    out: out_option("File to write.", "model.onnx or model.pt beside the checkpoint", "FILE", None) = None,
+    format: Annotated[
+        Format,
+        option(
+            "--format",
+            help="File format for other runtimes: ONNX; pt2, a torch.export program; TorchScript, deprecated in "
+            "PyTorch in favour of torch.export.",
+            default="onnx",
+        ),
+    ] = Format.onnx,
+    out: out_option("File to write.", "model.onnx, model.pt2 or model.pt beside the checkpoint", "FILE", None) = None,
     overwrite: overwrite_option("Replace the file if it exists.", None) = False,
     verify: Annotated[
         bool,
@@ -164,11 +173,13 @@ def export_network(
     model: ModelRef = None,
     arg: NetworkArgs = None,
 ) -> None:
-    """Export the inference network (BatchNorm folded, no dropout) to ONNX or TorchScript, checked against PyTorch."""
+    """Export the inference network (BatchNorm folded, no dropout) to ONNX, pt2 or TorchScript, checked against
+    PyTorch."""
     from mnist20k.cli.render import say
     from mnist20k.export import TOLERANCE, export
 
-    if not verify and data_dir is not None:
+    given = ctx.get_parameter_source("data_dir").name == "COMMANDLINE"  # not $MNIST20K_DATA_DIR, set for all
+    if not verify and given:
         raise UsageError("--data-dir holds the test images --verify checks the export on; with --no-verify drop it")
 
     path, checked = export(
