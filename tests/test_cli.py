@@ -345,3 +345,41 @@ def test_the_header_rounds_the_lr_and_says_what_shortens_the_run(data_dir, tmp_p
     assert result.exit_code == 0, result.output
     assert "for 1 epoch (batch 64, lr 0.08187, onecycle, seed 1, at most 2 batches an epoch) -> " in result.stdout
     assert json.loads((out / "config.json").read_text())["lr"] == 0.081868372487028  # every digit kept
+
+
+@pytest.mark.parametrize(
+    "env, command, said",
+    [
+        ({"MNIST20K_DEVICE": "cuda:x"}, ["train", "--epochs", "1"], "'cuda:x' is not one of auto, cpu, cuda, mps"),
+        ({"MNIST20K_DEVICE": "cuda:x"}, ["eval", "no-such-run"], "'cuda:x' is not one of auto, cpu, cuda, mps"),
+        ({"MNIST20K_DATA_DIR": "{empty}"}, ["train", "--epochs", "1", "--device", "cpu"], "{empty}"),
+    ],
+)
+def test_each_environment_variable_reaches_its_command_and_help_names_it(env, command, said, tmp_path, no_download):
+    """MNIST20K_DEVICE and MNIST20K_DATA_DIR are the options' own (typer's envvar=), shown in --help; the
+    storage's MNIST20K_STORAGE is tune's (test_tune_workers)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v.format(empty=empty) for k, v in env.items()}
+    result = runner.invoke(app, command, env=env)
+    one_error_line(result, 2 if "DEVICE" in next(iter(env)) else 1, said.format(empty=empty))
+    assert not list(empty.iterdir())
+    assert f"[env var: {next(iter(env))}]" in squeezed(help_text(command[0]))
+
+
+def test_the_shell_completes_the_networks_and_the_recipes():
+    """Typer's completion (mnist20k --install-completion), as bash asks for it: --model lists the built-in
+    networks, --recipe the recipes by their current names."""
+
+    def completed(words: str) -> list[str]:
+        env = {**os.environ, "_MNIST20K_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+        done = subprocess.run([sys.executable, "-m", "mnist20k"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert completed("mnist20k train --model ") == ["base", "tiny", "micro"]
+    assert completed("mnist20k sweep --model t") == ["tiny"]
+    assert completed("mnist20k tune --recipe ") == ["default", "original", "fast"]
+    assert "--install-completion" in help_text()
+    assert "<bool>" not in help_text() + help_text("train") + help_text("tune")

@@ -137,7 +137,7 @@ def test_importing_every_module_changes_nothing_in_the_process():
     assert done.returncode == 0, done.stderr
 
 
-def test_the_wheel_holds_every_module_and_the_draw_page(tmp_path):
+def test_the_wheel_holds_every_module_the_draw_page_and_the_typed_marker(tmp_path):
     """The wheel pip builds from this tree, as a user's pip would: a module or a data file left out of it fails
     here, whether the tests run on an editable install or not."""
     import shutil
@@ -152,5 +152,6 @@ def test_the_wheel_holds_every_module_and_the_draw_page(tmp_path):
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("mnist20k-*.whl")
     packaged = {Path(name) for name in zipfile.ZipFile(wheel).namelist()}
-    source = {p.relative_to(PACKAGE.parent) for p in PACKAGE.rglob("*.py")} | {Path("mnist20k/draw.html")}
+    source = {p.relative_to(PACKAGE.parent) for p in PACKAGE.rglob("*.py")}
+    source |= {Path("mnist20k/draw.html"), Path("mnist20k/py.typed")}  # py.typed: type checkers read the library
     assert source - packaged == set()

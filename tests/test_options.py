@@ -199,6 +199,7 @@ LEDGER = {
         "out": "test_cli.py::test_train_then_eval_agree",
         "resume": "test_reliability.py::test_cli_resume_continues_in_the_run_folder",
         "overwrite": "test_reliability.py::test_existing_run_is_kept_unless_overwrite",
+        "log": "test_logs.py::test_train_logs_each_epoch_to_tensorboard_at_its_step",
         "model": TRAINING,
     },
     "sweep": {
@@ -215,6 +216,7 @@ LEDGER = {
         "recipe": "test_sweep.py::test_a_grid_is_every_combination_for_every_seed",
         "out": "test_sweep.py::test_the_reference_sweep_writes_run_folders_and_its_record",
         "overwrite": "test_sweep.py::test_overwrite_replaces_a_different_sweep",
+        "log": "test_logs.py::test_a_sweep_logs_each_seed_in_its_own_folder_and_tensorboard_names_them_so",
         "json_output": "test_sweep.py::test_rerun_skips_finished_runs_and_a_different_sweep_is_refused",
     },
     "tune": {
@@ -237,6 +239,7 @@ LEDGER = {
         "recipe": SETTINGS_OF_RUNS,
         "out": "test_tune.py::test_each_trial_folder_is_an_ordinary_run_that_eval_scores",
         "overwrite": "test_tune.py::test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole",
+        "log": "test_logs.py::test_a_study_logs_each_trial_on_its_validation_images",
         "json_output": "test_tune.py::test_each_trial_folder_is_an_ordinary_run_that_eval_scores",
         "val": "test_tune.py::test_without_the_test_files_tune_and_train_val_run_end_to_end",
         "epochs": "test_tune.py::test_a_hopeless_learning_rate_is_pruned_early",

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -357,3 +360,30 @@ def test_study_png_draws_the_history_and_the_importances_side_by_side(tmp_path):
     lone = optuna.create_study(direction="maximize")
     lone.optimize(lambda t: t.suggest_float("lr", 0.01, 0.1), 1)
     assert not save_plot(lone, {}, tmp_path / "lone.png") and not (tmp_path / "lone.png").exists()
+
+
+def test_optuna_dashboard_shows_a_finished_study_from_its_journal(data, tmp_path, spawn):
+    """docs/tune.md's command: optuna-dashboard on the study's journal, on 127.0.0.1; its API lists the study."""
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    out = tmp_path / "study"
+    done = tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2")
+    assert done.exit_code == 0, done.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(tmp_path / "dashboard.log", "w") as log:
+        server = spawn([dashboard, "--host", "127.0.0.1", "--port", port, "--quiet", out / "study.log"],
+                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
+                studies = json.load(answer)["study_summaries"]
+            break
+        except OSError:
+            assert server.poll() is None, (tmp_path / "dashboard.log").read_text()
+            assert time.monotonic() < deadline, "the dashboard did not answer in 120 s"
+            time.sleep(0.5)
+    assert [(s["study_name"], s["directions"]) for s in studies] == [("study", ["maximize"])]
+    server.terminate()
+    assert server.wait(timeout=30) is not None

@@ -24,7 +24,19 @@ from mnist20k.cli import checkpoints, summary, sweep, train, tune
 from mnist20k.errors import Mnist20kError
 
 
-class _Commands(TyperGroup):
+class _NoBoolMetavar:
+    """A flag takes no value: --help shows none for it, typer's own flags (--help, --install-completion) too,
+    where typer would write <bool>."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and not param.metavar:
+                param.metavar = ""
+        return params
+
+
+class _Commands(_NoBoolMetavar, TyperGroup):
     """Every failure the user is told of, told here, once, whichever command and however it is called (the
     console script, python -m, a test's CliRunner): a Mnist20kError or a usage error that typer finds as one
     `error:` line on stderr and its exit code; mnist20k's warnings as `warning:` lines."""
@@ -45,7 +57,7 @@ class _Commands(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-class _Command(TyperCommand):
+class _Command(_NoBoolMetavar, TyperCommand):
     """A command whose usage line names its arguments as people write them: `eval [OPTIONS] CHECKPOINT`, not
     typer's `{CHECKPOINT}` for a required one."""
 
@@ -82,7 +94,6 @@ app = typer.Typer(
     cls=_Commands,
     help="Train, inspect and score a CNN of under 20,000 parameters on MNIST.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 

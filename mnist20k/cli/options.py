@@ -18,6 +18,7 @@ from mnist20k.config import CHOICES, MODEL_DEFAULTS, OLD_RECIPES, RECIPES, Train
 from mnist20k.device import DEVICES, parse_device
 from mnist20k.errors import UsageError
 from mnist20k.export import EXPORT_FORMATS
+from mnist20k.logs import LOGS
 from mnist20k.settings import KINDS, SETTINGS, flag
 
 
@@ -62,9 +63,29 @@ def _check_recipe(value: str | None) -> str | None:
     return value
 
 
+def _recipes(incomplete: str) -> list[str]:
+    """What the shell completes --recipe with: the current names only."""
+    return [name for name in RECIPES if name.startswith(incomplete)]
+
+
+def _networks(incomplete: str) -> list[str]:
+    """What the shell completes --model with: the built-in networks (a reference to your code is a path)."""
+    from mnist20k.nets.builtin import PRESETS
+
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
 Recipe = Annotated[
     str | None,
-    option("--recipe", metavar="NAME", callback=_check_recipe, help=RECIPE_HELP, default="default", panel=RECIPE),
+    option(
+        "--recipe",
+        metavar="NAME",
+        callback=_check_recipe,
+        autocompletion=_recipes,
+        help=RECIPE_HELP,
+        default="default",
+        panel=RECIPE,
+    ),
 ]
 
 
@@ -93,7 +114,7 @@ def setting_options(shown: dict[str, str] | None = None) -> list[inspect.Paramet
         decls = [f"{spelled}/--no-{spelled[2:]}"] if kind is bool else [spelled]
         text = (shown or {}).get(f.name) or default_text(f.name)
         panel = SETTING_PANELS.get(f.name, RECIPE)
-        named = {"metavar": "NAME"} if f.name == "model" else {}
+        named = {"metavar": "NAME", "autocompletion": _networks} if f.name == "model" else {}
         annotation = Annotated[
             kind | None, option(*decls, help=f.metadata["help"], default=text, panel=panel, flag=kind is bool, **named)
         ]
@@ -131,6 +152,7 @@ Device = Annotated[
     str,
     option(
         metavar="[" + "|".join(DEVICES) + "|cuda:N]",
+        envvar="MNIST20K_DEVICE",
         callback=_check_device,
         help="auto picks CUDA, then Apple's MPS, then the CPU.",
         default="auto",
@@ -167,11 +189,28 @@ DataDir = Annotated[
     Path | None,
     option(
         metavar="DIR",
+        envvar="MNIST20K_DATA_DIR",  # data.py reads it too, for the library's data_dir=None
         help="Folder holding MNIST/raw/.",
-        default="$MNIST20K_DATA_DIR, else ~/.cache/mnist20k",
+        default="~/.cache/mnist20k",
         panel=DEVICE,
     ),
 ]
+
+LogKind = choices("LogKind", LOGS)
+Logs = Annotated[
+    list[LogKind] | None,
+    option(
+        "--log",
+        metavar="[" + "|".join(LOGS) + "]",
+        help="Also log each epoch to TensorBoard (event files in each run's folder) or to metrics.csv; repeatable.",
+        panel=OUTPUT,
+    ),
+]
+
+
+def log_kinds(log: list | None) -> list[str]:
+    return [kind.value for kind in log or []]
+
 
 Json = Annotated[bool, option("--json", help="Print one JSON object instead of tables.", flag=True, panel=OUTPUT)]
 

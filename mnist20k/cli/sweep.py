@@ -11,8 +11,10 @@ from mnist20k.cli.options import (
     DataDir,
     Device,
     Json,
+    Logs,
     NetworkArgs,
     Recipe,
+    log_kinds,
     option,
     out_option,
     overwrite_option,
@@ -60,6 +62,7 @@ def sweep(
     data_dir: DataDir = None,
     out: out_option("Sweep folder: run folders and sweep.json.", "runs/sweep-<date>_<time>") = None,
     overwrite: overwrite_option("Replace a different sweep, or the runs, already in --out.") = False,
+    log: Logs = None,
     json_output: Json = False,
     **settings,
 ) -> None:
@@ -86,6 +89,7 @@ def sweep(
         target=target,
         last=last,
         overwrite=overwrite,
+        log=log_kinds(log),
     )
     with on_stderr(json_output):  # with --json, stdout holds the JSON alone
         view = SweepView(sum(r.config.epochs for r in job.runs), last, target)

@@ -12,8 +12,10 @@ from mnist20k.cli.options import (
     RECIPE,
     DataDir,
     Device,
+    Logs,
     NetworkArgs,
     Recipe,
+    log_kinds,
     option,
     out_option,
     overwrite_option,
@@ -45,10 +47,12 @@ def train(
         option(metavar="RUN", help="Continue the run in this checkpoint or run folder.", panel=OUTPUT),
     ] = None,
     overwrite: overwrite_option("Replace a run already in --out.") = False,
+    log: Logs = None,
     **settings,
 ) -> None:
     """Train the network; after each epoch, score it on the test set (or --val held-out images) and save it."""
     from mnist20k.cli.render import TrainView
+    from mnist20k.logs import EpochLogs
     from mnist20k.rundir import new_run_path
     from mnist20k.settings import config_for_run, flag
 
@@ -70,11 +74,12 @@ def train(
     else:
         config, model = config_for_run(recipe, config_file, overrides), None
         out = out or new_run_path()
+    logs = EpochLogs(log_kinds(log), out)  # a missing library is told before anything trains
     view = TrainView(config, out, resumed=resume is not None)
-    _run_training(config, view, data_dir, out, device, resume, overwrite, model)
+    _run_training(config, view, logs, data_dir, out, device, resume, overwrite, model)
 
 
-def _run_training(config, view, data_dir, out, device, resume, overwrite, model) -> None:
+def _run_training(config, view, logs, data_dir, out, device, resume, overwrite, model) -> None:
     from mnist20k import process
     from mnist20k.train import train as run_training
 
@@ -90,7 +95,7 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite, model)
                 model=model,
                 on_start=view.start,
                 on_step=view.step,
-                on_epoch=view.epoch,
+                on_epoch=lambda record: (view.epoch(record), logs(record)),
             )
     except process.INTERRUPTS as e:
         view.stop()
@@ -98,6 +103,7 @@ def _run_training(config, view, data_dir, out, device, resume, overwrite, model)
         raise typer.Exit(process.exit_code(e)) from None
     finally:
         view.stop()
+        logs.close()
     from mnist20k.cli.plots import save_curves
 
     view.finish(metrics, curves=save_curves(metrics, Path(out) / "curves.png"))

@@ -12,9 +12,11 @@ from mnist20k.cli.options import (
     DataDir,
     Device,
     Json,
+    Logs,
     NetworkArgs,
     Recipe,
     choices,
+    log_kinds,
     option,
     out_option,
     overwrite_option,
@@ -99,6 +101,7 @@ def tune(
     data_dir: DataDir = None,
     out: out_option("Study folder: trial folders, tune.json.", "runs/tune-<date>_<time>") = None,
     overwrite: overwrite_option("Delete the study in --out or --study and start afresh.") = False,
+    log: Logs = None,
     json_output: Json = False,
     **settings,
 ) -> None:
@@ -141,6 +144,7 @@ def tune(
         overwrite=overwrite,
         sampler_seed=sampler_seed,
         max_retry=max_retries,
+        log=log_kinds(log),
     )
     with on_stderr(json_output):  # with --json, stdout holds the JSON alone
         view = TuneView(trials)

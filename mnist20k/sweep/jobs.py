@@ -41,6 +41,8 @@ def child_command(job: Job, sweep: Sweep) -> list[str]:
     base = [sys.executable, "-m", "mnist20k", "train", "--device", sweep.device]
     if sweep.data_dir is not None:
         base += ["--data-dir", str(sweep.data_dir)]
+    for kind in sweep.log:
+        base += ["--log", kind]
     from mnist20k.nets import is_reference
 
     model = job.run.config.model

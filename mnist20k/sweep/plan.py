@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mnist20k.config import TrainConfig, make_config
 from mnist20k.errors import OutputError, UsageError
+from mnist20k.logs import check_logs
 from mnist20k.seeds import parse_seeds
 from mnist20k.settings import flag, parse_setting, setting_name
 
@@ -118,6 +119,7 @@ class Sweep:
     target: float
     last: int
     overwrite: bool = False
+    log: list[str] = field(default_factory=list)  # each run's --log: tensorboard, csv
     tracked: list[Job] = field(default_factory=list)  # run() fills it: each run's state as the sweep goes
 
 
@@ -169,6 +171,7 @@ def prepare(
     target: float,
     last: int,
     overwrite: bool,
+    log: list[str] | None = None,
 ) -> Sweep:
     """A sweep from its command's words (--set pairs, --seeds texts), checked: its runs, its folder (new, or
     holding this same sweep) and what the runs need (their networks build, the data is there)."""
@@ -181,8 +184,9 @@ def prepare(
     same = identity(recipe, overrides, values)
     check_folder(out, same, overwrite)
     check_runs_can_start(runs, data_dir)
+    check_logs(log or [])
     jobs = jobs or default_jobs(device, len(runs))
-    return Sweep(out, runs, same, device, data_dir, jobs, target, last, overwrite)
+    return Sweep(out, runs, same, device, data_dir, jobs, target, last, overwrite, list(log or []))
 
 
 def check_runs_can_start(runs: list[Planned], data_dir: Path | None) -> None:

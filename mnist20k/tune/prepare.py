@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mnist20k.config import MAX_VAL, TrainConfig, make_config, validate
 from mnist20k.errors import Mnist20kError, OutputError, UsageError
+from mnist20k.logs import check_logs
 from mnist20k.seeds import parse_seeds
 from mnist20k.tune.limits import MAX_RETRIES
 from mnist20k.tune.space import Dimension, parse_search, split_params
@@ -67,6 +68,7 @@ def prepare(
     overwrite: bool,
     sampler_seed: int | None = None,
     max_retry: int = MAX_RETRIES,
+    log: list[str] | None = None,
 ) -> Tune:
     from mnist20k.data import load_split
     from mnist20k.nets import build
@@ -86,6 +88,7 @@ def prepare(
     for dim in space:
         check_dimension(dim, config, network)
     check_folder(out, overwrite)
+    check_logs(log or [])
     load_split(data_dir, train=True)  # the training file only: the test files are never opened
     spec = WorkerSpec(
         folder=str(out),
@@ -101,6 +104,7 @@ def prepare(
         budget=budget,
         device=device,
         max_retry=max_retry,
+        log=list(log or []),
         data_dir=None if data_dir is None else str(data_dir),
     )
     return Tune(spec, space, config, jobs, overwrite)

@@ -67,6 +67,7 @@ class WorkerSpec:
     device: str
     data_dir: str | None
     max_retry: int  # a trial whose worker stops is tried again this many times at most
+    log: list[str]  # each trial's --log: tensorboard, csv
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if k != "storage"})
@@ -151,16 +152,19 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space:
 def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec, folder: Path) -> float:
     """One seed of a trial as a run folder; each epoch reported at step k * epochs + epoch, so that trials are
     compared seed by seed, epoch by epoch."""
+    from mnist20k.logs import EpochLogs
     from mnist20k.train import train
 
     run = folder / f"seed-{seed}" if len(spec.seeds) > 1 else folder
     config = replace(config, seed=seed)
     run.mkdir(parents=True, exist_ok=True)
-    with open(run / "train.log", "a") as log:
+    logs = EpochLogs(spec.log, run)
+    with open(run / "train.log", "a") as log, contextlib.closing(logs):
 
         def on_epoch(record: dict) -> None:
             log.write(epoch_line(record, config.epochs) + "\n")
             log.flush()
+            logs(record)
             trial.report(record["val_accuracy"], k * config.epochs + record["epoch"])
             if trial.should_prune():
                 where = f"epoch {record['epoch']}" + (f" of seed {seed}" if len(spec.seeds) > 1 else "")
