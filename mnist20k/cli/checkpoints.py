@@ -80,7 +80,7 @@ def predict(
         list[Path], typer.Argument(metavar="IMAGE", help="PNG or JPEG files, one handwritten digit each.")
     ],
     device: Device = "auto",
-    json_output: Annotated[bool, option("--json", help="One JSON object per file, one per line.", flag=True)] = False,
+    json_output: Annotated[bool, option("--json", help="One JSON object per file, one per line.")] = False,
     model: ModelRef = None,
     arg: NetworkArgs = None,
 ) -> None:
@@ -120,7 +120,7 @@ def draw(
         ),
     ] = "127.0.0.1",
     browser: Annotated[
-        bool, option("--browser/--no-browser", help="Open the page in your browser.", default="on", flag=True)
+        bool, option("--browser/--no-browser", help="Open the page in your browser.", default="on")
     ] = True,
     device: Device = "auto",
     model: ModelRef = None,
@@ -166,7 +166,6 @@ def export_network(
             "--verify/--no-verify",
             help="Check the export against PyTorch on the 10,000 test images.",
             default="on",
-            flag=True,
         ),
     ] = True,
     data_dir: DataDir = None,

@@ -41,12 +41,10 @@ SETTING_PANELS = {
 }  # every other setting: RECIPE
 
 
-def option(*decls: str, help: str, default: object = None, panel: str | None = None, flag: bool = False, **kw):
+def option(*decls: str, help: str, default: object = None, panel: str | None = None, **kw):
     """typer.Option as every option here reads: its default told in its help as "(default: X)" (typer's own
-    "[default: X]" is off), a flag with no metavar, and its panel of --help."""
+    "[default: X]" is off), and its panel of --help. A flag shows no metavar (cli/__init__.py's _NoBoolMetavar)."""
     text = help if default is None else f"{help} (default: {default})"
-    if flag:
-        kw.setdefault("metavar", "")
     if "min" in kw or "max" in kw:  # click's "<int range> [x>=1]" says less than the help does
         kw.setdefault("metavar", "N")
     return typer.Option(*decls, help=text, show_default=False, rich_help_panel=panel, **kw)
@@ -115,9 +113,7 @@ def setting_options(shown: dict[str, str] | None = None) -> list[inspect.Paramet
         text = (shown or {}).get(f.name) or default_text(f.name)
         panel = SETTING_PANELS.get(f.name, RECIPE)
         named = {"metavar": "NAME", "autocompletion": _networks} if f.name == "model" else {}
-        annotation = Annotated[
-            kind | None, option(*decls, help=f.metadata["help"], default=text, panel=panel, flag=kind is bool, **named)
-        ]
+        annotation = Annotated[kind | None, option(*decls, help=f.metadata["help"], default=text, panel=panel, **named)]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return params
 
@@ -212,7 +208,7 @@ def log_kinds(log: list | None) -> list[str]:
     return [kind.value for kind in log or []]
 
 
-Json = Annotated[bool, option("--json", help="Print one JSON object instead of tables.", flag=True, panel=OUTPUT)]
+Json = Annotated[bool, option("--json", help="Print one JSON object instead of tables.", panel=OUTPUT)]
 
 
 def out_option(help: str, default: str, metavar: str = "DIR", panel: str | None = OUTPUT):
@@ -222,4 +218,4 @@ def out_option(help: str, default: str, metavar: str = "DIR", panel: str | None 
 
 def overwrite_option(help: str, panel: str | None = OUTPUT):
     """--overwrite of a command: what it replaces, which without the flag is refused and left alone."""
-    return Annotated[bool, option("--overwrite", help=help, flag=True, panel=panel)]
+    return Annotated[bool, option("--overwrite", help=help, panel=panel)]
