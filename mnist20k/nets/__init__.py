@@ -13,11 +13,19 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist20k.errors import CheckpointError, SourceChanged, UsageError
-from mnist20k.nets.code import SHAPES, ModelCodeError, Source, check_reference, is_reference, resolve, user_code
+from mnist20k.nets.code import (
+    SHAPES,
+    ModelCodeError,
+    Source,
+    check_reference,
+    file_of,
+    is_reference,
+    resolve,
+    user_code,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -167,16 +175,10 @@ def _same_network(spec: dict, code: str | None) -> bool:
     if code is None:
         return True
     if "ref" in spec:
-        return is_reference(code) and _file_of(code) == spec.get("path")
+        return is_reference(code) and file_of(code) == spec.get("path")
     from mnist20k.nets.builtin import current
 
     return not is_reference(code) and current(code) == current(spec["name"])
-
-
-def _file_of(ref: str) -> str | None:
-    """The file a `file.py:Name` reference names, resolved as code.py resolves it; None for a module's."""
-    where = ref.rpartition(":")[0]
-    return str(Path(where).resolve()) if where.endswith(".py") or "/" in where else None
 
 
 def _describe(spec: dict, state: dict) -> str:

@@ -51,6 +51,12 @@ def _is_file(where: str) -> bool:
     return where.endswith(".py") or "/" in where or os.sep in where
 
 
+def file_of(ref: str) -> str | None:
+    """The file a `file.py:Name` reference names, resolved as resolve() resolves it; None for a module's."""
+    where = ref.rpartition(":")[0]
+    return str(Path(where).resolve()) if _is_file(where) else None
+
+
 @dataclass(frozen=True)
 class Source:
     """A resolved reference: what to call, and the source file it came from."""
