@@ -13,6 +13,15 @@ class UsageError(Mnist20kError):
     exit_code = 2
 
 
+class InvalidNetwork(UsageError):
+    """Arguments a network's constructor refuses (tune records such a trial as invalid)."""
+
+
+class InvalidShape(InvalidNetwork):
+    """Arguments each fine alone that cannot work together (a map shrunk below 1x1): in a study, only a trial's
+    combination can be refused, not one searched value."""
+
+
 class DataError(Mnist20kError):
     """MNIST files missing, unreadable or malformed."""
 

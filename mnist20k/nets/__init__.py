@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mnist20k.errors import CheckpointError, SourceChanged, UsageError
+from mnist20k.errors import CheckpointError, InvalidNetwork, InvalidShape, SourceChanged, UsageError
 from mnist20k.nets.code import (
     SHAPES,
     ModelCodeError,
@@ -83,14 +83,24 @@ def build(
     name = current(name)  # an old checkpoint's name, say
     check_name(name)
     cls, preset = PRESETS[name]
-    args = {**preset, "dropout": dropout, **args}
+    given, args = args, {**preset, "dropout": dropout, **args}
     _check_args(name, cls, args)
     try:
         module = cls(**args)
-    except (TypeError, ValueError) as e:  # widths of the wrong length, say
-        spelled = " ".join(f"--arg {k}={v!r}" for k, v in args.items())
-        raise UsageError(f"{name} cannot be built with {spelled}: {e}") from None
+    except (TypeError, ValueError) as e:  # widths of the wrong length, a shape that cannot work
+        from mnist20k.nets.cnn import ShapeError
+
+        spelled = " with " + " ".join(f"--arg {k}={_spell(v)}" for k, v in given.items()) if given else ""
+        error = InvalidShape if isinstance(e, ShapeError) else InvalidNetwork
+        raise error(f"{name} cannot be built{spelled}: {e}") from None
     return Network(module, name, {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()})
+
+
+def _spell(value) -> str:
+    """An argument's value as --arg takes it: 8,8 for (8, 8)."""
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def rebuild(

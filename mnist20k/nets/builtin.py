@@ -1,4 +1,5 @@
-"""The built-in networks: their blocks, their classes, and the presets that name them (base, tiny, micro).
+"""The built-in networks: their blocks, their classes, and the presets that name them (base, tiny, micro, and the
+`cnn` family of cnn.py).
 Plain torch; nets/__init__.py builds any network by name, yours included."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist20k.nets.cnn import CNN
 
 
 class ConvBlock(nn.Sequential):
@@ -84,6 +87,7 @@ PRESETS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "base": (BaseNet, {"widths": (16, 32, 20, 32, 16, 16)}),  # 18,448 parameters, the seed document's table
     "tiny": (BaseNet, {"widths": (8, 16, 10, 16, 16, 16)}),  # 7,736: the same shape, thinner
     "micro": (MicroNet, {"widths": (8, 8, 12, 12)}),  # 3,968
+    "cnn": (CNN, {}),  # a family: its arguments are the shape (cnn.py); by default micro's, 3,968
 }
 
 # Old names, still understood: the base network was called "seed", as the random seed (--seed) is.
