@@ -10,6 +10,8 @@
 (b) mnist20k, --recipe original: the same network, dropout and optimizer settings through mnist20k's own
     step: uint8 images held on the device, the batch rotated at once with affine_grid/grid_sample.
 (c) mnist20k, default recipe: no dropout, Nesterov, weight decay, rotation and shifts, one-cycle.
+(d) (c) with --ema 0.999: what keeping the average of the weights adds to a step (ema_step_cost: the share
+    of (c)'s images/s it takes away).
 (b) and (c) time what train() does every step: the step, the scheduler step and the loss added up.
 Each times N optimizer steps after a warm-up (which holds the CUDA-graph capture); (c) also times
 scoring the 10,000 test images. Each pipeline runs in a fresh process, and with --rounds R they take
@@ -41,7 +43,13 @@ from mnist20k.train import prepare
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script: its neighbour
 import seed_pipeline  # noqa: E402
 
-PIPELINES = {"seed": None, "mnist20k-seed-recipe": "original", "mnist20k-default": "default"}  # name -> recipe
+PIPELINES = {  # name -> recipe
+    "seed": None,
+    "mnist20k-seed-recipe": "original",
+    "mnist20k-default": "default",
+    "mnist20k-default-ema": "default",
+}
+SETTINGS = {"mnist20k-default-ema": {"ema": 0.999}}  # and the settings a pipeline changes in it
 BATCH = 128
 
 
@@ -71,10 +79,10 @@ def seed_step(data_dir, dev, workers: int):
     return step, model, train_loader
 
 
-def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_graph: bool):
-    """What train() does each step under `recipe`, on what train() sets up (prepare): the batch step, the
-    scheduler step, the loss added up. Returns the step, the model, the generator and the test set."""
-    config = make_config(recipe, amp=amp, compile=compile, cuda_graph=cuda_graph)
+def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_graph: bool, settings=None):
+    """What train() does each step under `recipe` (and `settings`), on what train() sets up (prepare): the batch
+    step, the scheduler step, the loss added up. Returns the step, the model, the generator and the test set."""
+    config = make_config(recipe, amp=amp, compile=compile, cuda_graph=cuda_graph, **(settings or {}))
     r = prepare(config, data_dir, out_dir=None, device=str(dev), resume=None, overwrite=False)
     loss_sum = torch.zeros((), device=r.dev)
     r.network.module.train()
@@ -88,10 +96,11 @@ def mnist20k_step(data_dir, dev, recipe: str, amp: bool, compile: bool, cuda_gra
     return step, r.network.module, r.gen, r.scored
 
 
-def mnist20k_pipeline(data_dir, dev, recipe, steps, warmup, amp, compile, cuda_graph, profile=False):
-    """Images/s of mnist20k's step, seconds to score the test set, and with `profile` the
+def mnist20k_pipeline(data_dir, dev, which, steps, warmup, amp, compile, cuda_graph, profile=False):
+    """Images/s of the mnist20k pipeline `which`, seconds to score the test set, and with `profile` the
     convolutions' share of the step (see conv_share)."""
-    step, model, _, (test_x, test_y) = mnist20k_step(data_dir, dev, recipe, amp, compile, cuda_graph)
+    recipe, settings = PIPELINES[which], SETTINGS.get(which)
+    step, model, _, (test_x, test_y) = mnist20k_step(data_dir, dev, recipe, amp, compile, cuda_graph, settings)
     images_per_s = _time(step, dev, steps, max(warmup, BatchStep.WARMUP_STEPS + 1))  # capture in warm-up
     share = conv_share(step, steps) if profile else {}
     evaluate(model, test_x, test_y)  # warm-up
@@ -162,19 +171,22 @@ def measure(which: str, args: argparse.Namespace) -> dict:
     # mnist20k's own allocator setting, which its CLI applies to its process; the seed's code runs without it
     process.configure()
     ours, eval_s, share = mnist20k_pipeline(
-        data_dir, dev, PIPELINES[which], args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
+        data_dir, dev, which, args.steps, args.warmup, args.amp, args.compile, args.cuda_graph, args.profile
     )
     return {"images_per_s": ours, "eval_seconds": eval_s, **share}
 
 
 def summarize(rounds: list[dict]) -> dict:
-    """Medians over the rounds, every round's images/s, and the two ratios with each round's."""
-    images = {name: [r[name]["images_per_s"] for r in rounds] for name in PIPELINES}
+    """Medians over the rounds, every round's images/s, the two ratios with each round's, and what --ema costs."""
+    images = {name: [r[name]["images_per_s"] for r in rounds] for name in rounds[0]}
     result = {f"{name}_images_per_s": round(statistics.median(v), 1) for name, v in images.items()}
     result |= {f"{name}_rounds": [round(x, 1) for x in v] for name, v in images.items()}
     for label, name in (("same_recipe", "mnist20k-seed-recipe"), ("default", "mnist20k-default")):
         result[f"ratio_{label}"] = round(statistics.median(images[name]) / statistics.median(images["seed"]), 2)
         result[f"ratio_{label}_rounds"] = [round(o / s, 2) for o, s in zip(images[name], images["seed"], strict=True)]
+    if "mnist20k-default-ema" in images:  # the share of the default step's speed the average takes
+        slower = statistics.median(images["mnist20k-default-ema"]) / statistics.median(images["mnist20k-default"])
+        result["ema_step_cost"] = round(1 - slower, 3)
     extra = [k for k in rounds[0]["mnist20k-default"] if k != "images_per_s"]
     result |= {k: round(statistics.median(r["mnist20k-default"][k] for r in rounds), 3) for k in extra}
     return result

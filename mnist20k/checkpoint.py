@@ -43,6 +43,8 @@ class Checkpoint(Saved, total=False):
     optimizer_state: dict  # with lr as floats (train._lr_as_float), so that it resumes on any device
     scheduler_state: dict
     rng: dict  # "torch", "generator", "device" (the generator's device type), and "cuda" on CUDA
+    trained_state: dict  # with --ema: the trained network's state dict (model_state holds the average)
+    distilled_from: dict  # with --teacher: its folder, checkpoint sha256, config, final accuracy, seconds
 
 
 REQUIRED_KEYS = tuple(Saved.__annotations__)

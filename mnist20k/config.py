@@ -20,8 +20,9 @@ def setting(default, help: str):
 class TrainConfig:
     model: str = setting(
         "base",
-        "Network: base (18,448 parameters), tiny (7,736), micro (3,968), or your own: file.py:Name, pkg.mod:Name. "
-        "tiny and micro bring their own defaults (docs/runs.md).",
+        "Network: base (18,448 parameters), tiny (7,736), micro (3,968), cnn (a family drawn by its --arg: "
+        "docs/your-own-network.md), or your own: file.py:Name, pkg.mod:Name. tiny and micro bring their own "
+        "defaults (docs/runs.md).",
     )
     # a network's own keyword arguments (--arg NAME=VALUE): not a flag of its own, so not in SETTINGS
     args: dict = field(default_factory=dict, metadata={"help": "Keyword arguments of the network's constructor."})
@@ -38,6 +39,14 @@ class TrainConfig:
     rotate: float = setting(7.0, "Max rotation in degrees, drawn per image (the original recipe's augmentation).")
     translate: float = setting(2.0, "Max shift in pixels, drawn per image and axis.")
     label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
+    ema: float = setting(
+        0.0, "Decay of an average of the weights, updated each step, scored and saved as the network (0: none)."
+    )
+    teacher: str = setting("", "A finished run (folder or checkpoint) to distill from, as well as the labels.")
+    distill_weight: float = setting(
+        0.5, "With --teacher: the weight of its soft answers in the loss, against the labels'."
+    )
+    temperature: float = setting(4.0, "With --teacher: softens both networks' answers before they are compared.")
     seed: int = setting(1, "Seeds weights, dropout, shuffling and augmentation.")
     val: int = setting(
         0, "Hold out the last N training images and score them each epoch instead of the test set (never opened)."
@@ -155,6 +164,13 @@ def validate(c: TrainConfig) -> None:
         (0 <= c.rotate <= 180, f"--rotate must be between 0 and 180 degrees, got {c.rotate}"),
         (0 <= c.translate <= 14, f"--translate must be between 0 and 14 pixels, got {c.translate}"),
         (0 <= c.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (0 <= c.ema < 1, f"--ema is the average's decay, in [0, 1) (0.999 is usual; 0 for none), got {c.ema}"),
+        (0 <= c.distill_weight <= 1, f"--distill-weight must be between 0 and 1, got {c.distill_weight}"),
+        (math.isfinite(c.temperature) and c.temperature > 0, f"--temperature must be above 0, got {c.temperature}"),
+        (
+            bool(c.teacher) or (c.distill_weight, c.temperature) == (0.5, 4.0),
+            "--distill-weight and --temperature weigh a teacher's answers: give one with --teacher RUN",
+        ),
         (c.max_batches >= 0, f"--max-batches must be >= 0, got {c.max_batches}"),
         (0 <= c.val <= MAX_VAL, f"--val must be between 1 and {MAX_VAL:,} images (0: none), got {c.val}"),
         (

@@ -20,6 +20,7 @@ KINDS = {"int": int, "float": float, "str": str, "bool": bool}  # the fields' an
 KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "on or off"}
 TRUE, FALSE = ("1", "true", "t", "yes", "y", "on"), ("0", "false", "f", "no", "n", "off")  # click's words
 SETTINGS = {f.name: f.type for f in fields(TrainConfig) if f.type in KINDS}  # name -> kind; args is no flag
+TEACHER_RECORD = "distilled_from"  # beside the settings in a student's config.json: its teacher (distill.py)
 
 
 def flag(name: str) -> str:
@@ -79,8 +80,11 @@ def parse_network_args(pairs: list[str] | None) -> dict | None:
 
 
 def literal(text: str) -> object:
-    """A Python literal's value, or the text itself when it is none (a bare word). Tuples become lists, as
-    config.json keeps them, so that a run trained again from its config.json builds the very same network."""
+    """A Python literal's value (or JSON's true and false), or the text itself when it is none (a bare word).
+    Tuples become lists, as config.json keeps them, so that a run trained again from its config.json builds the
+    very same network."""
+    if text.strip() in ("true", "false"):  # as config.json spells them
+        return text.strip() == "true"
     try:
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -96,6 +100,7 @@ def config_from_dict(d: dict, **overrides: object) -> TrainConfig:
     and value checked, a setting left out taking the default recipe's value for its network, `overrides` that
     are not None replacing the dict's, and the whole validated."""
     d = dict(d)
+    d.pop(TEACHER_RECORD, None)  # a record of what the run learnt from, not a setting
     args = d.pop("args", {})
     if not isinstance(args, dict):
         raise UsageError(f"args takes an object of the network's arguments, not {json.dumps(args)}")

@@ -11,6 +11,8 @@ from torch import nn
 
 from mnist20k.config import TrainConfig
 from mnist20k.data import augment, normalize
+from mnist20k.distill import distill_loss
+from mnist20k.ema import WeightAverage
 
 
 def make_optimizer(model: nn.Module, c: TrainConfig, lr_on_device: bool = False) -> torch.optim.Optimizer:
@@ -58,9 +60,11 @@ def train_step(
     labels: torch.Tensor,
     c: TrainConfig,
     gen: torch.Generator,
+    teacher: nn.Module | None = None,
 ) -> torch.Tensor:
     """One optimizer step on a batch of uint8 images, augmented on their device; returns the loss
-    as a device tensor (reading it is a host sync, so the caller decides when)."""
+    as a device tensor (reading it is a host sync, so the caller decides when). With a `teacher`, the loss
+    is distill.py's, the teacher scoring the very batch the student sees."""
     x = normalize(augment(images.float() / 255, c.rotate, c.translate, gen))
     x = x.contiguous(memory_format=torch.channels_last)
     autocast = c.amp and x.device.type == "cuda"
@@ -68,7 +72,12 @@ def train_step(
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=False):
         # The model returns log-probabilities, which log_softmax inside cross_entropy leaves as they
         # are: this is the seed's NLL loss, with optional label smoothing.
-        loss = F.cross_entropy(net(x).float(), labels, label_smoothing=c.label_smoothing)
+        scores = net(x).float()
+        loss = F.cross_entropy(scores, labels, label_smoothing=c.label_smoothing)
+        if teacher is not None:
+            with torch.no_grad():
+                taught = teacher(x).float()
+            loss = distill_loss(scores, taught, loss, c)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -81,16 +90,28 @@ class BatchStep:
 
     A step of this network is over a hundred kernels of a few microseconds each: on a GPU the loop waits on
     Python and kernel launches (~4 ms a step), not on the GPU. A replay launches the whole step
-    (gather, augmentation, forward, backward, SGD) at once. Everything the graph reads changes in
-    place between replays: the batch indices (copied in), weights, gradients, optimizer buffers, the lr
-    tensor the scheduler fills, and the generator's state, which is registered with the graph.
-    Without capture, or for an epoch's last smaller batch, it is plain train_step.
+    (gather, augmentation, forward, backward, SGD, and the weights' average with --ema) at once. Everything
+    the graph reads changes in place between replays: the batch indices (copied in), weights, gradients,
+    optimizer buffers, the average, the lr tensor the scheduler fills, and the generator's state, which is
+    registered with the graph. Without capture, or for an epoch's last smaller batch, it is plain train_step.
     """
 
     WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs ask (lazy init, cuDNN)
 
-    def __init__(self, net, optimizer, images, labels, c: TrainConfig, gen: torch.Generator, capture: bool):
+    def __init__(
+        self,
+        net,
+        optimizer,
+        images,
+        labels,
+        c: TrainConfig,
+        gen: torch.Generator,
+        capture: bool,
+        average: WeightAverage | None = None,
+        teacher: nn.Module | None = None,
+    ):
         self.net, self.optimizer, self.c, self.gen = net, optimizer, c, gen
+        self.average, self.teacher = average, teacher
         self.images, self.labels = images, labels
         self.capture = capture
         self.idx = torch.zeros(c.batch_size, dtype=torch.long, device=images.device)
@@ -118,7 +139,11 @@ class BatchStep:
         return self.loss
 
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
-        return train_step(self.net, self.optimizer, self.images[idx], self.labels[idx], self.c, self.gen)
+        images, labels = self.images[idx], self.labels[idx]
+        loss = train_step(self.net, self.optimizer, images, labels, self.c, self.gen, self.teacher)
+        if self.average is not None:
+            self.average.update()
+        return loss
 
     def _on_side_stream(self) -> torch.Tensor:
         side = self.side_stream

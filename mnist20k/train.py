@@ -22,6 +22,8 @@ from mnist20k.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint, find_checkpo
 from mnist20k.config import TrainConfig, make_config
 from mnist20k.data import load_split
 from mnist20k.device import resolve_device
+from mnist20k.distill import RECORD, Teacher, load_teacher
+from mnist20k.ema import WeightAverage
 from mnist20k.errors import CheckpointError, NotApplied, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.nets import Network, build, count_params, rebuild, user_code
@@ -52,6 +54,13 @@ class Run:
     split: str  # which they are: "val" (held out of the training images) or "test"
     folder: RunDir | None
     metrics: list[dict]  # the resumed run's epochs, or none
+    average: WeightAverage | None = None  # with --ema: the average of the weights, scored and saved
+    teacher: Teacher | None = None  # with --teacher
+
+    @property
+    def scored_network(self) -> torch.nn.Module:
+        """The network each epoch scores and the checkpoint holds: the average of the weights, if one is kept."""
+        return self.network.module if self.average is None else self.average.module
 
 
 def train(
@@ -115,7 +124,7 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
         # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
         # for eval mode and for the smaller last batch.
-        score = evaluate(r.network.module, *r.scored)
+        score = evaluate(r.scored_network, *r.scored)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
             done = f"epoch {epoch - 1}'s checkpoint is kept" if metrics else "nothing of the run was kept"
@@ -162,6 +171,7 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, code: str | No
             raise UsageError(f"{find_checkpoint(resume)} has finished all {config.epochs} epochs: nothing to resume")
     else:
         network = build(config.model, config.args, dropout=config.dropout)
+    teacher = load_teacher(config, dev, ckpt.get(RECORD) if ckpt else None) if config.teacher else None
     # Data before the run folder: a data error then leaves no empty run folder behind.
     train_x, train_y = load_split(data_dir, train=True, device=dev)
     if config.val:  # the last images of the file: the same ones for every seed and every run
@@ -179,32 +189,35 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, code: str | No
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
     model = network.module = network.module.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
+    average = WeightAverage(model, config.ema) if config.ema else None  # EMA_0: the network as built, or resumed
     # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
     capture = config.cuda_graph and dev.type == "cuda" and not config.compile
     optimizer = make_optimizer(model, config, lr_on_device=capture)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch(len(train_x), config))
-    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture=capture)
+    taught = None if teacher is None else teacher.module
+    batch_step = BatchStep(net, optimizer, train_x, train_y, config, gen, capture, average, taught)
     metrics: list[dict] = []
     if ckpt is not None:
-        _restore(ckpt, optimizer, scheduler, gen, dev)
+        _restore(ckpt, model if average else None, optimizer, scheduler, gen, dev)
         metrics = list(ckpt["metrics"])
     if folder is not None:
-        folder.start(asdict(config), metrics)
+        folder.start({**asdict(config), **({RECORD: teacher.record} if teacher else {})}, metrics)
     return Run(
-        config, dev, network, optimizer, scheduler, gen, batch_step, len(train_x), scored, split, folder, metrics
-    )
+        config, dev, network, optimizer, scheduler, gen, batch_step, len(train_x), scored, split, folder, metrics,
+        average, teacher
+    )  # fmt: skip
 
 
 def _checkpoint_state(r: Run, metrics: list[dict]) -> Checkpoint:
     rng = {"torch": torch.get_rng_state(), "generator": r.gen.get_state(), "device": r.dev.type}
     if r.dev.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(r.dev)
-    return Checkpoint(
+    state = Checkpoint(
         format=FORMAT,
         format_version=FORMAT_VERSION,
         mnist20k_version=__version__,
         model=r.network.record(),
-        model_state=r.network.module.state_dict(),
+        model_state=r.scored_network.state_dict(),
         config=asdict(r.config),
         epoch=len(metrics),
         metrics=metrics,
@@ -212,6 +225,11 @@ def _checkpoint_state(r: Run, metrics: list[dict]) -> Checkpoint:
         scheduler_state=_lr_as_float(r.scheduler.state_dict()),
         rng=rng,
     )
+    if r.average is not None:  # the weights training goes on from
+        state["trained_state"] = r.network.module.state_dict()
+    if r.teacher is not None:
+        state[RECORD] = r.teacher.record
+    return state
 
 
 def _lr_as_float(state: dict) -> dict:
@@ -228,9 +246,12 @@ def _lr_as_float(state: dict) -> dict:
     return state
 
 
-def _restore(ckpt: Checkpoint, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
-    """Put optimizer, schedule and random states back as they were after the checkpoint's epoch."""
+def _restore(ckpt: Checkpoint, trained, optimizer, scheduler, gen: torch.Generator, dev: torch.device) -> None:
+    """Put optimizer, schedule and random states back as they were after the checkpoint's epoch, and with --ema
+    the `trained` network's weights (the network was rebuilt from their average, which it holds until now)."""
     try:
+        if trained is not None:
+            trained.load_state_dict(ckpt["trained_state"])
         # The checkpoint's lr is a float; this run's optimizer may keep its lr in a device tensor.
         lr_tensor, fused = optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["fused"]
         optimizer.load_state_dict(ckpt["optimizer_state"])

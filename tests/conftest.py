@@ -105,6 +105,17 @@ def real_mnist() -> Path:
     return Path(path)
 
 
+class StopAfter:
+    """An on_epoch callback that interrupts a run after `epoch`, as Ctrl-C would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, record):
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
 def one_error_line(result, code: int, text: str) -> str:
     """The CLI failed with `code` and one line on stderr that holds `text`, and no traceback; that line."""
     assert result.exit_code == code, result.output

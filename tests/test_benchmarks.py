@@ -21,7 +21,7 @@ def load(name: str):
     return module
 
 
-def test_throughput_summary_reports_medians_every_round_and_both_ratios():
+def test_throughput_summary_reports_medians_every_round_both_ratios_and_the_ema_cost():
     rounds = [
         {"seed": {"images_per_s": 100.0}, "mnist20k-seed-recipe": {"images_per_s": 250.0},
          "mnist20k-default": {"images_per_s": 300.0, "eval_seconds": 1.0}},
@@ -30,11 +30,14 @@ def test_throughput_summary_reports_medians_every_round_and_both_ratios():
         {"seed": {"images_per_s": 300.0}, "mnist20k-seed-recipe": {"images_per_s": 600.0},
          "mnist20k-default": {"images_per_s": 900.0, "eval_seconds": 2.0}},
     ]  # fmt: skip
+    for r, ema in zip(rounds, (280.0, 665.0, 810.0), strict=True):
+        r["mnist20k-default-ema"] = {"images_per_s": ema, "eval_seconds": 1.0}
     s = load("throughput").summarize(rounds)
     assert s["seed_images_per_s"] == 200.0 and s["mnist20k-seed-recipe_rounds"] == [250.0, 500.0, 600.0]
     assert s["ratio_same_recipe"] == 2.5 and s["ratio_same_recipe_rounds"] == [2.5, 2.5, 2.0]
     assert s["ratio_default"] == 3.5 and s["ratio_default_rounds"] == [3.0, 3.5, 3.0]
     assert s["eval_seconds"] == 2.0
+    assert s["ema_step_cost"] == 0.05  # 665 against 700
 
 
 def layers(model: nn.Module) -> list[str]:

@@ -111,9 +111,15 @@ def test_amp_off_cuda_is_told_to_change_nothing(data_dir, tmp_path):
 def test_sweep_and_tune_give_their_settings_to_every_run(data_dir, tmp_path):
     """What a sweep's run trains is its config.json (test_config_file); what goes into it is this."""
     from mnist20k import sweep
+    from mnist20k.train import train
     from mnist20k.tune.prepare import prepare
 
+    teacher = tmp_path / "teacher"  # a finished run that held out the same 100 images
+    train(
+        make_config(model="micro", epochs=1, max_batches=1, val=100), data_dir=data_dir, out_dir=teacher, device="cpu"
+    )
     given = {k: v for k, v in SETTINGS.items() if k != "seed"}
+    given |= {"ema": 0.9, "teacher": str(teacher), "distill_weight": 0.7, "temperature": 3.0}
     where = {"device": "cpu", "data_dir": data_dir, "overwrite": False}
     swept = sweep.prepare("default", given, [], seeds=["3-4"], out=tmp_path / "sweep", jobs=None, target=99.4, last=3,
                           **where)  # fmt: skip
@@ -173,6 +179,10 @@ SETTING_TESTS = {
     "amp": "test_options.py::test_amp_off_cuda_is_told_to_change_nothing",
     "compile": "test_cli.py::test_compile_path_compiles_trains_and_saves_plain_weights",
     "cuda_graph": "test_step.py::test_cuda_graph_setting_reaches_the_step_that_prepare_makes",
+    "ema": "test_ema.py::test_the_saved_weights_are_an_average_of_every_steps_weights",
+    "teacher": "test_distill.py::test_a_student_names_its_teacher_and_its_tables_say_so",
+    "distill_weight": "test_distill.py::test_the_loss_is_the_weighted_sum_of_both_terms",
+    "temperature": "test_distill.py::test_the_loss_is_the_weighted_sum_of_both_terms",
 }
 NETWORK_ARGS = {"arg": "test_network_args.py::test_the_command_line_arg_reaches_the_network_and_config_json"}
 DEVICE = {"device": "test_cli.py::test_cuda_without_a_gpu"}
@@ -231,6 +241,7 @@ LEDGER = {
         "seeds": "test_tune.py::test_aggregate_min_judges_a_trial_by_its_lowest_seed",
         "aggregate": "test_tune.py::test_aggregate_min_judges_a_trial_by_its_lowest_seed",
         "pruner": "test_tune.py::test_hyperband_prunes_and_none_trains_every_trial_to_the_end",
+        "objectives": "test_shapes.py::test_a_two_objective_study_reports_the_pareto_front_of_its_own_trials",
         "budget": "test_tune.py::test_network_arguments_are_searched_and_a_network_over_budget_is_not_trained",
         "sampler_seed": "test_tune.py::test_the_sampler_seed_picks_the_same_values_again",
         "storage": "test_tune_workers.py::test_four_machines_at_once_on_a_fresh_database_share_it_unseen",

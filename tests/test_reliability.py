@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import Lines, one_error_line
+from conftest import Lines, StopAfter, one_error_line
 from typer.testing import CliRunner
 
 from mnist20k import __version__
@@ -149,15 +149,6 @@ def test_code_carrying_pickle_never_runs(as_torch_file, tmp_path, data_dir):
 
 
 # ---- resume -----------------------------------------------------------------------------------
-
-
-class StopAfter:
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def __call__(self, record):
-        if record["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 def without_time(metrics):

@@ -133,7 +133,7 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
         sched.step()
     run = SimpleNamespace(
         config=CONFIG, dev=torch.device("cpu"), model=model, optimizer=opt, scheduler=sched, gen=gen,
-        network=Network(model, "base", {}),
+        network=Network(model, "base", {}), scored_network=model, average=None, teacher=None,
     )  # fmt: skip
     state = _checkpoint_state(run, [])
     torch.save(state, tmp_path / "c.pt")
@@ -143,7 +143,7 @@ def test_checkpoint_holds_float_lr_and_resumes_into_either_optimizer(into_device
 
     _, opt2, sched2, gen2 = setup(lr_on_device=into_device_lr)
     lr_before = opt2.param_groups[0]["lr"]
-    _restore(ckpt, opt2, sched2, gen2, torch.device("cpu"))
+    _restore(ckpt, None, opt2, sched2, gen2, torch.device("cpu"))
     lr_after = opt2.param_groups[0]["lr"]
     assert float(lr_after) == pytest.approx(float(opt.param_groups[0]["lr"]))
     if into_device_lr:
@@ -228,3 +228,31 @@ def test_an_epochs_logged_lr_is_the_one_its_last_step_used(data_dir):
         opt.step()
         sched.step()
     assert [r["lr"] for r in metrics] == pytest.approx([used[2], used[5]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_weights_average_and_a_teacher_run_inside_the_captured_step(monkeypatch):
+    """--ema and --teacher on CUDA: the average is updated and the teacher scores the batch by the replays
+    themselves (nothing of theirs is read back on the host), as the eager steps do."""
+    from mnist20k.ema import WeightAverage
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    images, labels, idxs = batches("cuda")
+    config = replace(CONFIG, ema=0.9, teacher="in memory", distill_weight=0.5)
+    torch.manual_seed(3)
+    teacher = build_model("micro").to("cuda", memory_format=torch.channels_last).eval().requires_grad_(False)
+    results = []
+    for capture in (False, True):
+        model, opt, sched, gen = setup("cuda", lr_on_device=True, config=config)
+        average = WeightAverage(model, config.ema)
+        step = BatchStep(model, opt, images, labels, config, gen, capture, average, teacher)
+        for idx in idxs:
+            step(idx)
+            sched.step()
+        assert (step.graph is not None) is capture and int(average.averaged.n_averaged) == len(idxs)
+        results.append(average.module.state_dict())
+    eager, graphed = results
+    first = next(iter(setup("cuda", config=config)[0].state_dict().items()))
+    assert not torch.allclose(graphed[first[0]], first[1])  # the replays moved the average
+    for name, a in eager.items():
+        assert torch.allclose(a.float(), graphed[name].float(), rtol=1e-3, atol=1e-4), name

@@ -190,8 +190,12 @@ class TrainView:
         return f"interrupted: the last completed epoch is saved; resume with: {resume_command(self.out, self.config)}"
 
     def finish(self, metrics: list[dict], curves: bool) -> None:
+        from mnist20k.distill import described, recorded
+
         s = split(metrics[-1])
-        table = Table(title="epochs", title_justify="left")
+        teacher = recorded(self.out)
+        extra = teacher["seconds"] if teacher else 0.0  # a distilled run's time counts its teacher's training
+        table = Table(title="epochs" + (f" ({described(teacher)})" if teacher else ""), title_justify="left")
         for col in ("epoch", "train loss", f"{s} loss", f"{s} accuracy", "lr", "seconds"):
             table.add_column(col, justify="right")
         for r in metrics:
@@ -207,12 +211,13 @@ class TrainView:
         last = metrics[-1]
         say(f"final {s} accuracy: {last[s + '_accuracy']:.2f}% ({last[s + '_correct']}/{last[s + '_total']})")
         reached = time_to_target(metrics)
+        counted = f", the teacher's {extra:.1f} s included" if teacher else ""
         if reached is None:
-            say(f"never reached {TARGET:.2f}% ({loop_seconds(metrics):.1f} s of training loop)")
+            say(f"never reached {TARGET:.2f}% ({loop_seconds(metrics) + extra:.1f} s of training loop{counted})")
         else:
             say(
-                f"time to {TARGET:.2f}%: {reached.seconds:.1f} s (epoch {reached.epoch}; "
-                f"{loop_seconds(metrics):.1f} s of training loop in all)"
+                f"time to {TARGET:.2f}%: {reached.seconds + extra:.1f} s (epoch {reached.epoch}; "
+                f"{loop_seconds(metrics) + extra:.1f} s of training loop in all{counted})"
             )
         accuracies = [accuracy(r) for r in metrics]
         say(f"{s} accuracy by epoch: {accuracies[0]:.2f}% {sparkline(accuracies)} {accuracies[-1]:.2f}%")

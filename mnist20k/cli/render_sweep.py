@@ -53,12 +53,15 @@ class SweepView:
 
 
 def print_configuration(configuration: dict, target: float) -> None:
+    from mnist20k.distill import RECORD, described
     from mnist20k.sweep import configuration_name
 
     s = configuration["summary"]
     last = s["last"]
-    name = configuration_name(configuration["grid"])
-    table = Table(title=Text(name or "runs"), title_justify="left")
+    name = configuration_name(configuration["grid"]) or "runs"
+    teacher = configuration.get(RECORD)
+    extra = teacher["seconds"] if teacher else 0.0  # a distilled run's time counts its teacher's training
+    table = Table(title=Text(name + (f" ({described(teacher)})" if teacher else "")), title_justify="left")
     for col in (
         "seed",
         "final accuracy",
@@ -77,8 +80,8 @@ def print_configuration(configuration: dict, target: float) -> None:
             key,
             f"{s['final_accuracy'][key]:.2f}%",
             f"{s['lowest_of_last'][key]:.2f}%",
-            f"{reached['seconds']:.1f} s ({reached['epoch']})" if reached else "never",
-            f"{s['loop_seconds'][key]:.1f}",
+            f"{reached['seconds'] + extra:.1f} s ({reached['epoch']})" if reached else "never",
+            f"{s['loop_seconds'][key] + extra:.1f}",
         )
     if s["mean"] is not None:
         std = f" ± {s['std']:.2f}" if s["std"] is not None else ""

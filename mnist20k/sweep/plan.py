@@ -191,11 +191,17 @@ def prepare(
 
 def check_runs_can_start(runs: list[Planned], data_dir: Path | None) -> None:
     """Build each distinct network once and read the data once, here, so that a bad --model or missing
-    data is one line before any folder is made, and a first download happens once, not in every run."""
+    data is one line before any folder is made, and a first download happens once, not in every run. So is each
+    teacher, against its runs' validation split."""
+    import torch
+
     from mnist20k.data import load_split
+    from mnist20k.distill import load_teacher
     from mnist20k.nets import build
 
     for c in {json.dumps([r.config.model, r.config.args], sort_keys=True): r.config for r in runs}.values():
         build(c.model, c.args, dropout=c.dropout)
+    for c in {(r.config.teacher, r.config.val): r.config for r in runs if r.config.teacher}.values():
+        load_teacher(c, torch.device("cpu"))
     for train in (True, False) if any(r.config.val == 0 for r in runs) else (True,):  # --val: never the test files
         load_split(data_dir, train=train)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mnist20k import __version__
+from mnist20k.distill import RECORD, recorded
 from mnist20k.files import write_file
 from mnist20k.results import summarize
 from mnist20k.sweep.plan import SWEEP_FILE, Job, Planned, Sweep
@@ -42,9 +43,11 @@ def build_record(sweep: Sweep) -> dict:
             )
         config = asdict(runs[0].config) | {"seed": None}
         finished = {e["seed"]: e["epochs"] for e in entries if e["status"] == "done"}
-        configurations.append(
-            {"grid": grid, "config": config, "runs": entries, "summary": summarize(finished, sweep.target, sweep.last)}
-        )
+        summary = summarize(finished, sweep.target, sweep.last)
+        configurations.append({"grid": grid, "config": config, "runs": entries, "summary": summary})
+        if config["teacher"]:  # every seed learns from the one teacher: its record, as the first run's says it
+            teacher = next(filter(None, (recorded(r.folder) for r in runs)), None)
+            configurations[-1][RECORD] = teacher
     everyone = [c["summary"] for c in configurations]
     complete = all(e["status"] == "done" for c in configurations for e in c["runs"])
     return {
@@ -80,7 +83,7 @@ def summary_object(record: dict) -> dict:
     keys = ("format", "settings", "seeds", "target", "last", "device", "torch", "mnist20k", "complete", "holds")
     return {
         **{k: record[k] for k in keys},
-        "configurations": [{"grid": c["grid"], "summary": c["summary"]} for c in record["configurations"]],
+        "configurations": [{k: c[k] for k in ("grid", "summary", RECORD) if k in c} for c in record["configurations"]],
     }
 
 
