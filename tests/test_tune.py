@@ -215,7 +215,7 @@ BAD = {
     "too many validation images": (["--search", "lr=0.1,0.2", "--val", "59001"], "--val must be between 1"),
     "a value the network cannot take": (
         ["--search", "arg.widths=abc"],
-        "micro cannot be built with --arg widths='abc'",
+        "micro cannot be built with --arg widths=abc",
     ),
     "a search key given twice": (["--search", "lr=0.1,0.2", "--search", "lr=0.3:0.4"], "--search lr is given twice"),
     "the seed of a single run": (["--search", "lr=0.1,0.2", "--seed", "3"], "write --seeds 3"),

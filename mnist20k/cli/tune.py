@@ -56,9 +56,25 @@ def tune(
     aggregate: Annotated[
         Aggregate, option(help="A trial's value over its seeds.", default="mean", panel=STUDY)
     ] = Aggregate.mean,
+    objectives: Annotated[
+        str,
+        option(
+            metavar="accuracy[,params]",
+            help="What a trial is judged on: validation accuracy, or that and the network's parameters as two "
+            "objectives (a Pareto front of small and accurate networks).",
+            default="accuracy",
+            panel=STUDY,
+        ),
+    ] = "accuracy",
     pruner: Annotated[
-        Pruner, option(help="Stops hopeless trials early, from their epochs.", default="median", panel=STUDY)
-    ] = Pruner.median,
+        Pruner | None,
+        option(
+            help="Stops hopeless trials early, from their epochs. Optuna's pruners judge one objective: with two, "
+            "every trial trains to its end.",
+            default="median (none with two objectives)",
+            panel=STUDY,
+        ),
+    ] = None,
     budget: Annotated[
         int,
         option(
@@ -137,7 +153,8 @@ def tune(
         study=study,
         seeds=seeds or ["1"],
         aggregate=aggregate.value,
-        pruner=pruner.value,
+        pruner=None if pruner is None else pruner.value,
+        objectives=objectives,
         budget=budget,
         device=device,
         data_dir=data_dir,
@@ -161,7 +178,8 @@ def tune(
         if not json_output:
             view.finish(record)
     if json_output:
-        keys = ("study", "search", "trials_total", "finished", "value", "best", "importances", "confirm")
+        keys = ("study", "search", "trials_total", "finished", "objectives", "value", "best", "pareto")
+        keys += ("importances", "confirm")
         typer.echo(json.dumps({k: record[k] for k in keys}))
     if record["confirm"] is None:
         raise Mnist20kError(no_trial_completed(record, out))

@@ -26,6 +26,7 @@ from mnist20k import process
 from mnist20k.children import Interrupted, Runner
 from mnist20k.errors import Mnist20kError, OutputError
 from mnist20k.files import reason
+from mnist20k.tune.limits import OBJECTIVES
 from mnist20k.tune.prepare import Tune
 from mnist20k.tune.record import write_record
 from mnist20k.tune.study import finished, load_study, new_worker_id, open_storage, retry_dead
@@ -46,7 +47,8 @@ def run(tune: Tune, on_start: Callable | None = None, on_trial: Callable | None 
     except OSError as e:
         raise OutputError(f"cannot write to {tune.folder}: {reason(e)}") from None
     storage = storage or open_storage(None, tune.folder)
-    study = load_study(storage, tune.folder, spec.study, tune.search(), tune.overwrite)
+    directions = [OBJECTIVES[goal] for goal in spec.objectives]
+    study = load_study(storage, tune.folder, spec.study, tune.search(), tune.overwrite, directions)
     seen = {t.number for t in finished(study, spec.max_retry)}
     if on_start is not None:
         on_start(study, len(seen))

@@ -43,7 +43,7 @@ from mnist20k.tune.limits import MAX_RETRIES
 
 JOURNAL = "study.log"  # the study's journal file in its folder
 LEASES = "workers"  # DIR/workers/ID.lease: one per live worker of a journal study
-OUTCOMES = ("complete", "pruned", "over budget", "diverged", "failed", "lost")
+OUTCOMES = ("complete", "pruned", "over budget", "invalid", "diverged", "failed", "lost")
 HEARTBEAT_S, GRACE_S = 20, 60  # a database trial whose worker is silent this long is failed and retried
 RECONNECT_S = 120  # a database out of reach this long (a restart takes seconds) ends the worker
 SEARCH_ATTR = "mnist20k.search"  # the study's description, to refuse another search under its name
@@ -179,7 +179,7 @@ for _name, _call in vars(RDBStorage).items():
         setattr(Database, _name, reconnecting(_call))
 
 
-def load_study(storage, folder: Path, name: str, search: dict, overwrite: bool) -> optuna.Study:
+def load_study(storage, folder: Path, name: str, search: dict, overwrite: bool, directions: list[str]) -> optuna.Study:
     """The study `name`, made for `search` if it is new, continued if it holds this search. Another search under
     that name is refused; `overwrite` deletes the study first and starts afresh. Under the study's lock, so that
     machines started at once make it once."""
@@ -195,7 +195,7 @@ def load_study(storage, folder: Path, name: str, search: dict, overwrite: bool) 
                     )
                 if overwrite:
                     optuna.delete_study(study_name=name, storage=storage)
-            study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
             study.set_user_attr(SEARCH_ATTR, search)
             return study
     except Mnist20kError:
@@ -212,7 +212,10 @@ def open_study(storage, name: str, pruner, sampler) -> optuna.Study:
 def make_sampler(seed: int | None):
     """TPE, told to treat the trials running on other workers as if they had ended badly (`constant_liar`), so
     that parallel workers do not all sample next to the best point; the default has changed between Optuna
-    versions, so it is set here."""
+    versions, so it is set here. TPE takes two objectives as well (its multi-objective mode), and in either mode
+    it ranks pruned trials without a value below every complete one: so a trial over budget or invalid, told
+    as pruned, teaches it where not to sample. (NSGA-II breeds from complete trials alone, and a failed trial is
+    ignored by both.)"""
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 

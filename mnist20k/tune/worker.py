@@ -5,7 +5,8 @@ database URL, which may hold a password, comes in the environment ($MNIST20K_STO
 arguments, which every user of the machine can read (ps).
 
 Every epoch's validation accuracy is reported to Optuna, which may prune the trial; a trial's value is its
-final epoch's, the mean (or the minimum) over its seeds.
+final epoch's, the mean (or the minimum) over its seeds. With two objectives a trial's values are that and its
+parameter count, and it trains to its end: Optuna's pruners judge one objective.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from optuna.trial import TrialState
 
 from mnist20k import process
 from mnist20k.config import TrainConfig, validate
-from mnist20k.errors import Mnist20kError, TrainingDiverged
+from mnist20k.distill import RECORD, recorded
+from mnist20k.errors import Mnist20kError, TrainingDiverged, UsageError
 from mnist20k.results import epoch_line
 from mnist20k.settings import config_from_dict
 from mnist20k.tune.limits import STORAGE_ENV
@@ -61,7 +63,8 @@ class WorkerSpec:
     trials: int
     seeds: list[int]
     aggregate: str  # mean or min
-    pruner: str  # median, hyperband or none
+    objectives: list[str]  # accuracy, or accuracy and params: a trial's values (limits.OBJECTIVES)
+    pruner: str  # median, hyperband or none (always, with two objectives)
     sampler_seed: int | None  # worker i seeds Optuna's TPE sampler with sampler_seed + i
     budget: int
     device: str
@@ -124,6 +127,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space:
         config = replace(base, **settings, args={**base.args, **args})
         validate(config)
         params = count_params(build(config.model, config.args, dropout=config.dropout).module)
+    except UsageError as e:  # values that cannot work together: told, counted, never tried again
+        trial.set_user_attr("message", str(e))
+        _tell(study, trial, "invalid", TrialState.PRUNED, started)
+        return
+    try:
         trial.set_user_attr("params", params)
         if params > spec.budget:
             _tell(study, trial, "over budget", TrialState.PRUNED, started)
@@ -146,7 +154,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space:
         raise
     value = statistics.mean(values) if spec.aggregate == "mean" else min(values)
     trial.set_user_attr("seed_values", values)
-    _tell(study, trial, "complete", TrialState.COMPLETE, started, value)
+    _tell(study, trial, "complete", TrialState.COMPLETE, started, [value, params][: len(spec.objectives)])
 
 
 def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec, folder: Path) -> float:
@@ -165,6 +173,8 @@ def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec,
             log.write(epoch_line(record, config.epochs) + "\n")
             log.flush()
             logs(record)
+            if len(spec.objectives) > 1:  # Optuna's pruners and reports take one objective
+                return
             trial.report(record["val_accuracy"], k * config.epochs + record["epoch"])
             if trial.should_prune():
                 where = f"epoch {record['epoch']}" + (f" of seed {seed}" if len(spec.seeds) > 1 else "")
@@ -173,13 +183,16 @@ def _train_seed(trial, config: TrainConfig, seed: int, k: int, spec: WorkerSpec,
         metrics = train(
             config, data_dir=spec.data_dir, out_dir=run, device=spec.device, overwrite=True, on_epoch=on_epoch
         )
+    teacher = recorded(run)
+    if teacher is not None:  # what the tables name, and the teacher's training time they count
+        trial.set_user_attr(RECORD, {"folder": teacher["folder"], "seconds": teacher["seconds"]})
     return metrics[-1]["val_accuracy"]
 
 
-def _tell(study, trial, outcome: str, state: TrialState, started: float, value: float | None = None) -> None:
+def _tell(study, trial, outcome: str, state: TrialState, started: float, values: list | None = None) -> None:
     trial.set_user_attr("outcome", outcome)
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-    study.tell(trial, value, state=state)
+    study.tell(trial, values, state=state)
 
 
 def main(argv: list[str]) -> int:
