@@ -114,6 +114,8 @@ def test_a_student_names_its_teacher_and_its_tables_say_so(teacher, data_dir, tm
     assert config["distilled_from"] == record and (config["teacher"], config["distill_weight"]) == (str(teacher), 0.7)
     said = " ".join(result.stdout.split())  # the table's title may wrap
     assert f"distilled from {teacher.resolve()}" in said and f"the teacher's {record['seconds']:.1f} s included" in said
+    scored = invoke("eval", student, *common)
+    assert scored.exit_code == 0 and f"distilled from {teacher.resolve()}" in " ".join(scored.stdout.split())
     # the config.json trains again, its record of the teacher read as no setting
     again = invoke("train", "--config", student / "config.json", *common, "--out", tmp_path / "again")
     assert again.exit_code == 0, again.output
@@ -149,3 +151,20 @@ def test_distill_settings_without_a_teacher_are_refused(data_dir, tmp_path):
     result = invoke("train", "--distill-weight", 0.9, "--data-dir", data_dir, "--out", tmp_path / "run")
     one_error_line(result, 2, "give one with --teacher RUN")
     assert not (tmp_path / "run").exists()
+
+
+def test_one_study_searches_the_average_the_teachers_weight_and_the_shape(teacher, data_dir, tmp_path):
+    out = tmp_path / "study"
+    words = ["tune", "--model", "cnn", "--teacher", teacher, "--val", 100, "--epochs", 1, "--max-batches", 2]
+    words += ["--search", "ema=0.9,0.99", "--search", "distill-weight=0.3:0.9", "--search", "arg.conv2=plain,separable"]
+    result = invoke(*words, "--trials", 3, "--data-dir", data_dir, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "tune.json").read_text())
+    for t in record["trials"]:
+        config = json.loads((out / t["folder"] / "config.json").read_text())
+        assert config["ema"] == t["params"]["ema"] and config["distill_weight"] == t["params"]["distill_weight"]
+        assert config["args"]["conv2"] == t["params"]["arg.conv2"] and config["teacher"] == str(teacher)
+        assert t["distilled_from"]["folder"] == str(teacher.resolve())
+    best = record["best"][0]
+    assert f"--teacher {teacher}" in record["confirm"] and f"--ema {best['params']['ema']}" in record["confirm"]
+    assert "distilled from" in " ".join(result.stdout.split())

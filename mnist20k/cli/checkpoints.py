@@ -69,7 +69,10 @@ def evaluate(
             result["errors"] = [vars(m) for m in mistakes]
         typer.echo(json.dumps(result))
         return
-    print_score(score, checkpoint)
+    from mnist20k.checkpoint import find_checkpoint
+    from mnist20k.distill import recorded
+
+    print_score(score, checkpoint, recorded(find_checkpoint(checkpoint).parent))
     if errors is not None:
         print_mistakes(mistakes, errors)
 

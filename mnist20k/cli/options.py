@@ -29,6 +29,7 @@ def choices(name: str, values) -> type[Enum]:
 
 # The panels of --help: an option's place, by what it is about
 NETWORK, RECIPE, AUGMENTATION, DEVICE, OUTPUT = "Network", "Recipe", "Augmentation", "Data and device", "Output"
+AVERAGE_AND_TEACHER = "Weight average and teacher"
 SETTING_PANELS = {
     "model": NETWORK,
     "rotate": AUGMENTATION,
@@ -38,6 +39,10 @@ SETTING_PANELS = {
     "amp": DEVICE,
     "compile": DEVICE,
     "cuda_graph": DEVICE,
+    "ema": AVERAGE_AND_TEACHER,
+    "teacher": AVERAGE_AND_TEACHER,
+    "distill_weight": AVERAGE_AND_TEACHER,
+    "temperature": AVERAGE_AND_TEACHER,
 }  # every other setting: RECIPE
 
 
@@ -91,6 +96,8 @@ def _shown(value: object) -> str:
     """A default as --help says it: on/off, a float in four significant digits (config.json keeps them all)."""
     if isinstance(value, bool):
         return "on" if value else "off"
+    if value == "":
+        return "none"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -113,6 +120,7 @@ def setting_options(shown: dict[str, str] | None = None) -> list[inspect.Paramet
         text = (shown or {}).get(f.name) or default_text(f.name)
         panel = SETTING_PANELS.get(f.name, RECIPE)
         named = {"metavar": "NAME", "autocompletion": _networks} if f.name == "model" else {}
+        named = {"metavar": "RUN"} if f.name == "teacher" else named
         annotation = Annotated[kind | None, option(*decls, help=f.metadata["help"], default=text, panel=panel, **named)]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return params

@@ -265,8 +265,12 @@ def print_predictions(predictions: list) -> None:
     console.print(table)
 
 
-def print_score(score, checkpoint: Path) -> None:
+def print_score(score, checkpoint: Path, teacher: dict | None = None) -> None:
     say(f"checkpoint: {checkpoint}")
+    if teacher:
+        from mnist20k.distill import described
+
+        say(described(teacher))
     say(f"test loss {score.loss:.4f}  accuracy {score.correct}/{score.total} ({score.accuracy:.2f}%)")
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "images", "accuracy"):
