@@ -240,6 +240,28 @@ def test_without_optuna_tune_says_what_to_install(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_study_made_before_a_setting_existed_is_continued_by_the_same_command(data, tmp_path):
+    """A setting added since (--ema and the teacher's three) takes its default in the study's record, as in an
+    older config.json: the command that made the study continues it."""
+    out = tmp_path / "study"
+    assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "1").exit_code == 0
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(study_name="study", storage=JournalStorage(JournalFileBackend(str(out / "study.log"))))
+    held = study.user_attrs["mnist20k.search"]
+    newer = ("ema", "teacher", "distill_weight", "temperature")
+    study.set_user_attr(
+        "mnist20k.search", {**held, "config": {k: v for k, v in held["config"].items() if k not in newer}}
+    )
+    result = tune(data, out, "--search", "lr=0.05,0.1", "--trials", "2")
+    assert result.exit_code == 0, result.output
+    assert "1 trial finished before" in result.output and len(study_trials(out)) == 2
+    # a setting the study holds otherwise is still another search
+    one_error_line(
+        tune(data, out, "--search", "lr=0.05,0.1", "--trials", "3", "--ema", "0.9"), 2, "ema: 0.0 there, 0.9 here"
+    )
+
+
 def test_another_search_in_a_study_folder_is_refused_and_leaves_it_whole(data, tmp_path):
     out = tmp_path / "study"
     assert tune(data, out, "--search", "lr=0.05,0.1", "--trials", "1").exit_code == 0

@@ -31,6 +31,7 @@ import uuid
 import warnings
 import zlib
 from collections.abc import Iterator
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import optuna
@@ -38,6 +39,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from mnist20k.config import TrainConfig
 from mnist20k.errors import Mnist20kError, UsageError
 from mnist20k.tune.limits import MAX_RETRIES
 
@@ -187,7 +189,7 @@ def load_study(storage, folder: Path, name: str, search: dict, overwrite: bool, 
         with study_lock(storage, folder, name):
             existing = next((s for s in optuna.get_all_study_summaries(storage) if s.study_name == name), None)
             if existing is not None:
-                held = existing.user_attrs.get(SEARCH_ATTR)
+                held = as_now(existing.user_attrs.get(SEARCH_ATTR))
                 if held != search and not overwrite:
                     raise UsageError(
                         f"study {name!r} holds another search ({_difference(held, search)}); run that search, "
@@ -371,6 +373,17 @@ def heartbeat(storage, trial) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def as_now(held):
+    """A search as the mnist20k that made the study recorded it, with each setting newer than the study at its
+    default, as an older config.json reads: so the same command continues a study made before --ema existed."""
+    if not isinstance(held, dict) or not isinstance(held.get("config"), dict):
+        return held
+    newer = {
+        f.name: f.default for f in fields(TrainConfig) if f.name not in held["config"] and f.default is not MISSING
+    }
+    return {**held, "config": {**held["config"], **newer}}
 
 
 def _difference(held, search: dict) -> str:
