@@ -3,8 +3,10 @@ small data, and one end-to-end run of each."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,23 @@ def test_report_renders_the_committed_study():
     best = study["best"][0]
     assert f"| {best['number']} | {best['value']:.2f}% |" in table
     assert f"{study['finished']} trials" in table and "Importances: " in table
+
+
+def test_the_frontier_script_runs_a_study_confirms_its_best_on_ten_seeds_and_packs_the_records(data_dir, tmp_path):
+    """benchmarks/gpu_frontier.sh is for a lent GPU; here it runs on the CPU, one short trial, as its header says."""
+    out = tmp_path / "f"
+    short = {"DEVICE": "cpu", "TRIALS": "1", "JOBS": "1", "EXTRA": "--epochs 1 --max-batches 2 --val 128"}
+    env = {**os.environ, **short, "MNIST20K_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    script = [str(ROOT / "benchmarks" / "gpu_frontier.sh"), str(out), "nano", "confirm"]
+    done = subprocess.run(["bash", *script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = json.loads((out / "nano" / "tune.json").read_text())
+    assert study["finished"] == 1 and study["budget"] == 2000 and study["aggregate"] == "min"
+    assert study["config"]["epochs"] == 1 and study["seeds"] == [1, 2]  # EXTRA's --epochs after the script's 20
+    sweep = json.loads((out / "nano" / "confirm" / "sweep.json").read_text())
+    runs = sweep["configurations"][0]["runs"]
+    assert [(r["seed"], r["status"]) for r in runs] == [(seed, "done") for seed in range(1, 11)]  # a preset's ten
+    with tarfile.open(out / "frontier.tar.gz") as packed:
+        names = packed.getnames()
+    assert {"./nano/study.log", "./nano/tune.json", "./nano/confirm/sweep.json"} <= set(names)
+    assert not [n for n in names if n.endswith(".pt")]  # records, no checkpoints
