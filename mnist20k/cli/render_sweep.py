@@ -104,7 +104,7 @@ def verdict(record: dict) -> str:
         last = counted.pop()
     elif counted - {last}:
         last = f"{last} ({', '.join(map(str, sorted(counted - {last})))} where the runs are shorter)"
-    rule = f"every seed ≥ {target:.2f}% on each of its {last_epochs(last)}"
+    rule = f"every seed ≥ {target:.2f}% on {'its' if last == 1 else 'each of its'} {last_epochs(last)}"
     from mnist20k.sweep import run_label
 
     if not record["complete"]:
