@@ -56,7 +56,7 @@ def option(*decls: str, help: str, default: object = None, panel: str | None = N
 
 
 Format = choices("Format", EXPORT_FORMATS)
-RECIPE_HELP = "Base settings: default; fast (6 epochs); original (the seed document's). Options override them."
+RECIPE_HELP = "Base settings: default; fast (5 epochs); original (the seed document's). Options override them."
 
 
 def _check_recipe(value: str | None) -> str | None:
