@@ -54,7 +54,7 @@ def _grid(grid: dict) -> str:
 
 # settings most runs leave as they are: named in a table's heading only when a run changed them
 RARER = {"batch_size": ("batch", 128), "weight_decay": ("weight decay", 5e-4), "warmup": ("warmup", 0.2),
-         "label_smoothing": ("label smoothing", 0.0)}  # fmt: skip
+         "label_smoothing": ("label smoothing", 0.0), "ema": ("EMA", 0.0), "teacher": ("teacher", "")}  # fmt: skip
 
 
 def _rarer(c: dict) -> str:
@@ -62,25 +62,27 @@ def _rarer(c: dict) -> str:
 
 
 def table(title: str, c: dict, where: str, runs: list[dict], last: int, target: float) -> str:
+    """One row a seed; the lowest of the last epochs has a column when the sweep judged more than the final one."""
     done = {r["seed"]: r["epochs"] for r in runs if r.get("status", "done") == "done"}
     s = summarize(done, target, last)
+    lowest = last > 1
     lines = [
         f"{title}: model `{c['model']}`, {c['epochs']} epochs (lr {c['lr']}, {c['schedule']}, dropout {c['dropout']}, "
         f"rotate {c['rotate']}, translate {c['translate']}{_rarer(c)}), {where}",
         "",
-        f"| seed | final-epoch accuracy | lowest of the last {last} epochs | time to {target}% (epoch) | loop |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| seed | final-epoch accuracy |{f' lowest of the last {last} epochs |' if lowest else ''} "
+        f"time to {target}% (epoch) | loop |",
+        "| ---: | ---: |" + " ---: |" * (3 if lowest else 2),
     ]
     for seed in s["seeds"]:
         key = str(seed)
         reached = s["time_to_target"][key]
         when = f"{reached['seconds']:.1f} s ({reached['epoch']})" if reached else "never"
-        lines.append(
-            f"| {seed} | {s['final_accuracy'][key]:.2f}% | {s['lowest_of_last'][key]:.2f}% | {when} "
-            f"| {s['loop_seconds'][key]:.1f} s |"
-        )
+        low = f" {s['lowest_of_last'][key]:.2f}% |" if lowest else ""
+        lines.append(f"| {seed} | {s['final_accuracy'][key]:.2f}% |{low} {when} | {s['loop_seconds'][key]:.1f} s |")
     std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
-    lines.append(f"| mean{' ± std' if std else ''} | **{s['mean']:.2f}%{std}** | min {s['min']:.2f}% | | |")
+    mean = f"| mean{' ± std' if std else ''} | **{s['mean']:.2f}%{std}**"
+    lines.append(f"{mean} | min {s['min']:.2f}% | | |" if lowest else f"{mean}, min {s['min']:.2f}% | | |")
     return "\n".join(lines)
 
 
