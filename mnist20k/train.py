@@ -23,7 +23,7 @@ from mnist20k.config import TrainConfig, make_config
 from mnist20k.data import load_split
 from mnist20k.device import resolve_device
 from mnist20k.distill import RECORD, Teacher, load_teacher
-from mnist20k.ema import WeightAverage
+from mnist20k.ema import WeightAverage, calibration_images
 from mnist20k.errors import CheckpointError, NotApplied, TrainingDiverged, UsageError
 from mnist20k.evaluate import evaluate
 from mnist20k.nets import Network, build, count_params, rebuild, user_code
@@ -124,6 +124,8 @@ def run_epochs(r: Run, on_step: StepCallback | None = None, on_epoch: EpochCallb
         # Scoring is queued behind the epoch's last steps; its result is the epoch's one host sync, after
         # which reading the train loss waits on nothing. The plain model: a compiled one would recompile
         # for eval mode and for the smaller last batch.
+        if r.average is not None:
+            r.average.calibrate()  # BatchNorm's statistics measured for the averaged weights (ema.py)
         score = evaluate(r.scored_network, *r.scored)
         train_loss = loss_sum.item() / steps
         if not math.isfinite(train_loss):
@@ -189,7 +191,10 @@ def prepare(config, data_dir, out_dir, device, resume, overwrite, code: str | No
     # channels_last: the layout both cuDNN and oneDNN run these small convs fastest in
     model = network.module = network.module.to(dev, memory_format=torch.channels_last)
     net = torch.compile(model) if config.compile else model
-    average = WeightAverage(model, config.ema) if config.ema else None  # EMA_0: the network as built, or resumed
+    average = None
+    if config.ema:  # EMA_0: the network as built, or resumed
+        calibration = calibration_images(train_x, config.rotate, config.translate, config.seed)
+        average = WeightAverage(model, config.ema, calibration)
     # A compiled network is not captured: torch.compile makes graphs of its own (mode="reduce-overhead").
     capture = config.cuda_graph and dev.type == "cuda" and not config.compile
     optimizer = make_optimizer(model, config, lr_on_device=capture)

@@ -234,7 +234,7 @@ def test_an_epochs_logged_lr_is_the_one_its_last_step_used(data_dir):
 def test_the_weights_average_and_a_teacher_run_inside_the_captured_step(monkeypatch):
     """--ema and --teacher on CUDA: the average is updated and the teacher scores the batch by the replays
     themselves (nothing of theirs is read back on the host), as the eager steps do."""
-    from mnist20k.ema import WeightAverage
+    from mnist20k.ema import WeightAverage, calibration_images
 
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     images, labels, idxs = batches("cuda")
@@ -244,7 +244,7 @@ def test_the_weights_average_and_a_teacher_run_inside_the_captured_step(monkeypa
     results = []
     for capture in (False, True):
         model, opt, sched, gen = setup("cuda", lr_on_device=True, config=config)
-        average = WeightAverage(model, config.ema)
+        average = WeightAverage(model, config.ema, calibration_images(images, config.rotate, config.translate, 1))
         step = BatchStep(model, opt, images, labels, config, gen, capture, average, teacher)
         for idx in idxs:
             step(idx)
