@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -429,4 +430,5 @@ def test_json_puts_the_json_alone_on_stdout_and_counts_in_words(data_dir, tmp_pa
     summary = json.loads(done.stdout)
     assert summary["configurations"][0]["summary"]["seeds"] == [1]
     assert f"sweep of 1 run, 1 at a time -> {out}" in done.stderr
-    assert "seed 1: final " in done.stderr and "lowest of the last epoch " in done.stderr
+    # one epoch: its final accuracy is all there is to judge, and the line says nothing more of it
+    assert re.search(r"seed 1: final \d+\.\d\d% \(\d+ s\)", done.stderr) and "lowest of" not in done.stderr

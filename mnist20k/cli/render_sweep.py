@@ -39,8 +39,8 @@ class SweepView:
             return
         final, last = accuracy(metrics[-1]), epochs_counted([metrics], self.last)
         lowest = lowest_of_last(metrics, last)
-        lowest_text = f"lowest of the {last_epochs(last)} {lowest:.2f}%"
-        say(f"{job.run.label}: final {final:.2f}%, {lowest_text} ({job.seconds:.0f} s)")
+        lowest_text = "" if last == 1 else f", lowest of the {last_epochs(last)} {lowest:.2f}%"
+        say(f"{job.run.label}: final {final:.2f}%{lowest_text} ({job.seconds:.0f} s)")
 
     def stop(self) -> None:
         self.progress.stop()
@@ -62,31 +62,28 @@ def print_configuration(configuration: dict, target: float) -> None:
     teacher = configuration.get(RECORD)
     extra = teacher["seconds"] if teacher else 0.0  # a distilled run's time counts its teacher's training
     table = Table(title=Text(name + (f" ({described(teacher)})" if teacher else "")), title_justify="left")
-    for col in (
-        "seed",
-        "final accuracy",
-        f"lowest of the {last_epochs(last)}",
-        f"time to {target:.2f}%",
-        "loop seconds",
-    ):
+    lowest = last != 1  # judged on the final epoch alone, the lowest of the last epochs is the final accuracy
+    columns = ["seed", "final accuracy", *([f"lowest of the {last_epochs(last)}"] if lowest else [])]
+    for col in (*columns, f"time to {target:.2f}%", "loop seconds"):
         table.add_column(col, justify="right")
+    blank = [""] * len(columns)  # the rest of a row after its first two cells
     for run in configuration["runs"]:
         key = str(run["seed"])
         if run["status"] != "done":
-            table.add_row(key, run["status"], "", "", "")
+            table.add_row(key, run["status"], *blank)
             continue
         reached = s["time_to_target"][key]
         table.add_row(
             key,
             f"{s['final_accuracy'][key]:.2f}%",
-            f"{s['lowest_of_last'][key]:.2f}%",
+            *([f"{s['lowest_of_last'][key]:.2f}%"] if lowest else []),
             f"{reached['seconds'] + extra:.1f} s ({reached['epoch']})" if reached else "never",
             f"{s['loop_seconds'][key] + extra:.1f}",
         )
     if s["mean"] is not None:
         std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
-        table.add_row("mean", f"{s['mean']:.2f}%{std}", "", "", "", style="bold")
-        table.add_row("min", f"{s['min']:.2f}%", "", "", "")
+        table.add_row("mean", f"{s['mean']:.2f}%{std}", *blank, style="bold")
+        table.add_row("min", f"{s['min']:.2f}%", *blank)
     console.print(table)
 
 
