@@ -34,7 +34,8 @@ class WeightAverage:
         device = next(model.parameters()).device
         self.averaged = AveragedModel(model, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay)).eval()
         pairs = zip(self.averaged.module.parameters(), model.parameters(), strict=True)
-        self.pairs = [(mean.detach(), weight.detach()) for mean, weight in pairs]  # (average, weights trained)
+        means, weights = zip(*((mean.detach(), weight.detach()) for mean, weight in pairs), strict=True)
+        self.means, self.weights = list(means), list(weights)  # made once: each step's update only reads them
         self.batches = calibration.split(CALIBRATION_BATCH)
 
     @property
@@ -45,14 +46,12 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         """Fold the network's weights after this step into the average."""
-        means, weights = zip(*self.pairs, strict=True)
-        self.averaged.multi_avg_fn(list(means), list(weights), self.averaged.n_averaged)
+        self.averaged.multi_avg_fn(self.means, self.weights, self.averaged.n_averaged)
         self.averaged.n_averaged.add_(1)
 
-    def calibrate(self) -> nn.Module:
-        """Measure BatchNorm's statistics of the average as it is now; the averaged network, in eval mode."""
+    def calibrate(self) -> None:
+        """Measure BatchNorm's statistics of the average as it is now (update_bn leaves it in eval mode)."""
         update_bn(self.batches, self.averaged.module)
-        return self.averaged.module.eval()
 
 
 def calibration_images(images: torch.Tensor, rotate: float, translate: float, seed: int) -> torch.Tensor:
